@@ -162,6 +162,9 @@ fn options() -> serde_saphyr::Options {
     opts.alias_limits.max_total_replayed_events = 200_000;
     opts.alias_limits.max_alias_expansions_per_anchor = 10_000;
     opts.with_snippet = false;
+    // YAML 1.2 core booleans only: the upstream fixtures have a namespace named `y`, which
+    // YAML 1.1 would read as `true`.
+    opts.strict_booleans = true;
     opts
 }
 
@@ -189,7 +192,8 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str, path: &Path, chain: &[Strin
     d
 }
 
-/// A hint for the common serde/YAML messages; may shorten the message.
+/// A hint for the common serde/YAML messages; may rewrite the message. Every diagnostic
+/// gets a hint: the fallback points at the schema.
 fn hint_for(message: &mut String) -> Option<String> {
     let m = message.clone();
     if let Some(rest) = m.strip_prefix("unknown field `").or_else(|| m.strip_prefix("unknown variant `")) {
@@ -207,11 +211,9 @@ fn hint_for(message: &mut String) -> Option<String> {
             return Some("remove it: nothing is accepted here".into());
         }
         let dym = did_you_mean(name, &expected);
-        return Some(format!(
-            "{}{}",
-            if dym.is_empty() { String::new() } else { format!("{}; ", dym.trim().trim_start_matches('(').trim_end_matches(')')) },
-            format_args!("expected one of: {}", expected.join(", "))
-        ));
+        let dym = dym.trim().trim_start_matches('(').trim_end_matches(')');
+        let list = format!("expected one of: {}", expected.join(", "));
+        return Some(if dym.is_empty() { list } else { format!("{dym} {}{}", &list[..1].to_uppercase(), &list[1..]) });
     }
     if let Some(rest) = m.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or(rest);
@@ -225,19 +227,38 @@ fn hint_for(message: &mut String) -> Option<String> {
     if m.contains("tabs disallowed") || m.contains("tab") && m.contains("indent") {
         return Some("indent with spaces: YAML does not allow tabs in indentation".into());
     }
-    if m.starts_with("invalid u16") || m.starts_with("invalid u32") || m.starts_with("invalid u8") {
+    if m.starts_with("invalid u") || m.starts_with("invalid i") {
         return Some("expected a whole number in range here".into());
     }
-    if m.contains("budget") || m.contains("alias") && m.contains("limit") || m.contains("depth") {
-        return Some(format!("the document is too deeply nested or expands too many aliases (at most {MAX_DEPTH} levels); simplify it"));
+    if m.contains("invalid IPv4 address") {
+        return Some("write a dotted IPv4 address such as 10.64.200.10".into());
     }
-    if m.contains("multiple documents") || m.contains("More than one") || m.contains("MultipleDocuments") {
-        return Some("a scenario file holds one document: remove the `---` separators (fixtures with many manifests go in an `include:` file)".into());
+    if m.contains("invalid IP address syntax") || m.contains("invalid IPv4 network") || m.contains("prefix length") {
+        *message = format!("bad CIDR: {m}");
+        return Some("write an IPv4 network such as 10.32.0.0/12 (prefix length 0-32)".into());
+    }
+    if m.contains("alias") || m.contains("budget") {
+        *message = format!("aliases expand to too much: {m}");
+        return Some("YAML aliases (*name) here expand beyond the harness's limit; write the values out or use fewer nested aliases".into());
+    }
+    if m.contains("recursion limit") || m.contains("depth") {
+        *message = format!("the document nests too deeply: {m}");
+        return Some(format!("at most {MAX_DEPTH} levels of nesting are accepted; simplify the structure"));
+    }
+    if m.contains("multiple YAML documents") || m.contains("More than one") {
+        *message = "a scenario file holds one YAML document, this one has several".into();
+        return Some("remove the `---` separators; put many manifests in a fixture file and `include:` it".into());
+    }
+    if m.starts_with("expected mapping") {
+        return Some("a scenario is a mapping: `name:`, `resources:`, `steps:`, … (see `harness schema`)".into());
+    }
+    if m.starts_with("expected string") || m.starts_with("invalid type") && m.contains("string") {
+        return Some("a plain string is expected here; quote it if it looks like another type".into());
     }
     if m.starts_with("invalid type") {
-        return Some("check the value's type against `harness schema`".into());
+        return Some("the value has the wrong type here; see `harness schema` for what this field takes".into());
     }
-    None
+    Some("see `harness schema` and docs/scenario-language.md for what is accepted here".into())
 }
 
 fn load_text(text: &str, path: &Path) -> Result<LoadedScenario, Diagnostic> {
@@ -451,8 +472,8 @@ fn validate(s: &Scenario, text: &str, path: &Path) -> Result<(), Diagnostic> {
     }
     let mut step_names = BTreeSet::new();
     for step in &s.steps {
-        if !step_names.insert(step.name.as_str()) {
-            return Err(here(&step.origin, format!("two steps are named `{}`", step.name), "step names identify checks in reports; make them unique"));
+        if !step_names.insert(crate::model::slug(&step.name)) {
+            return Err(here(&step.origin, format!("two steps are named `{}` (ignoring case and punctuation)", step.name), "step names identify checks in reports and rerun commands; make them unique"));
         }
         for f in &step.fault {
             if let Some(n) = &f.node {

@@ -895,3 +895,55 @@ pub struct RbacCheck {
     #[serde(default)]
     pub contrail: ContrailRbac,
 }
+
+impl Expectation {
+    /// `reachability`, `contrail` or `rbac`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Expectation::Reachability(_) => "reachability",
+            Expectation::Contrail(_) => "contrail",
+            Expectation::Rbac(_) => "rbac",
+        }
+    }
+}
+
+/// Where a check sits in its scenario, and its stable id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckRef {
+    /// Index of the step.
+    pub step: usize,
+    /// Index of the check within the step's `expect`.
+    pub index: usize,
+    /// `STEP/KIND-N` (N counts checks of that kind within the step, from 1): stable across
+    /// runs, used in reports, `--only` and rerun commands.
+    pub id: String,
+}
+
+impl Scenario {
+    /// Every check with its id, in order.
+    pub fn checks(&self) -> Vec<CheckRef> {
+        let mut out = Vec::new();
+        for (si, step) in self.steps.iter().enumerate() {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for (ci, e) in step.expect.iter().enumerate() {
+                let n = counts.entry(e.kind()).or_default();
+                *n += 1;
+                out.push(CheckRef { step: si, index: ci, id: format!("{}/{}-{}", slug(&step.name), e.kind(), n) });
+            }
+        }
+        out
+    }
+}
+
+/// A step name as it appears in check ids: lowercase, runs of other characters as one `-`.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}

@@ -109,7 +109,7 @@ impl fmt::Display for PortSpec {
 /// Whether `name` is a valid Kubernetes port name (IANA_SVC_NAME).
 pub fn is_port_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 15
+        && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.chars().any(|c| c.is_ascii_lowercase())
         && !name.starts_with('-')
@@ -148,7 +148,7 @@ impl FromStr for PortSpec {
             Ok(PortSpec { protocol: proto, port: Some(PortRef::Name(port.to_string())) })
         } else {
             Err(format!(
-                "bad port `{port}` in `{s}`: a port is a number 1-65535 or a port name (lowercase letters, digits and '-', at most 15 characters)"
+                "bad port `{port}` in `{s}`: a port is a number 1-65535 or a port name (lowercase letters, digits and -)"
             ))
         }
     }
