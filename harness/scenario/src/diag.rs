@@ -21,7 +21,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(file: impl Into<PathBuf>, line: u64, column: u64, message: impl Into<String>) -> Self {
+    pub fn new(
+        file: impl Into<PathBuf>,
+        line: u64,
+        column: u64,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             file: file.into(),
             line,
@@ -41,7 +46,10 @@ impl Diagnostic {
     /// Attach the source line at `self.line` from `source`.
     pub fn with_source(mut self, source: &str) -> Self {
         if self.line > 0 {
-            self.source_line = source.lines().nth((self.line - 1) as usize).map(|l| l.replace('\t', " "));
+            self.source_line = source
+                .lines()
+                .nth((self.line - 1) as usize)
+                .map(|l| l.replace('\t', " "));
         }
         self
     }

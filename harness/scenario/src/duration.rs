@@ -13,7 +13,8 @@ pub struct HumanDuration(pub Duration);
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let hint = || format!("bad duration `{s}`: write a number with a unit, e.g. 500ms, 5s, 2m, 1m30s");
+        let hint =
+            || format!("bad duration `{s}`: write a number with a unit, e.g. 500ms, 5s, 2m, 1m30s");
         let t = s.trim();
         if t.is_empty() {
             return Err(hint());
@@ -24,13 +25,17 @@ impl FromStr for HumanDuration {
         let mut total = Duration::ZERO;
         let mut rest = t;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(hint)?;
+            let digits = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(hint)?;
             if digits == 0 {
                 return Err(hint());
             }
             let value: f64 = rest[..digits].parse().map_err(|_| hint())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let secs = match unit {
@@ -52,7 +57,7 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")
@@ -92,9 +97,18 @@ mod tests {
 
     #[test]
     fn parses_units() {
-        assert_eq!("5s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(5));
-        assert_eq!("200ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(200));
-        assert_eq!("1m30s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(90));
+        assert_eq!(
+            "5s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            "200ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            "1m30s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(90)
+        );
         assert!("5".parse::<HumanDuration>().is_err());
         assert!("5x".parse::<HumanDuration>().is_err());
         assert!("".parse::<HumanDuration>().is_err());

@@ -29,13 +29,21 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn kind(&self) -> &str {
-        self.object.get("kind").and_then(|v| v.as_str()).unwrap_or("")
+        self.object
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
     }
     pub fn name(&self) -> &str {
-        self.object.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("")
+        self.object
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
     }
     pub fn namespace(&self) -> Option<&str> {
-        self.object.pointer("/metadata/namespace").and_then(|v| v.as_str())
+        self.object
+            .pointer("/metadata/namespace")
+            .and_then(|v| v.as_str())
     }
     /// Every binding the manifest uses (validated at load time, so this cannot fail).
     pub fn bindings(&self) -> Vec<template::Binding> {
@@ -75,7 +83,12 @@ impl LoadedScenario {
 fn manifests(entries: &[Located<ResourceEntry>]) -> Vec<Manifest> {
     entries
         .iter()
-        .filter_map(|e| e.manifest().map(|m| Manifest { object: m.clone(), origin: e.origin.clone() }))
+        .filter_map(|e| {
+            e.manifest().map(|m| Manifest {
+                object: m.clone(),
+                origin: e.origin.clone(),
+            })
+        })
         .collect()
 }
 
@@ -103,18 +116,35 @@ fn read_text(path: &Path, chain: &[String]) -> Result<String, Diagnostic> {
         d.chain = chain.to_vec();
         d
     };
-    let meta = std::fs::metadata(path)
-        .map_err(|e| fail(format!("cannot read {}: {e}", path.display()), "check the path; includes are relative to the including file"))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        fail(
+            format!("cannot read {}: {e}", path.display()),
+            "check the path; includes are relative to the including file",
+        )
+    })?;
     if meta.is_dir() {
-        return Err(fail(format!("{} is a directory", path.display()), "name a .yaml file"));
+        return Err(fail(
+            format!("{} is a directory", path.display()),
+            "name a .yaml file",
+        ));
     }
     if meta.len() as usize > MAX_FILE_BYTES {
         return Err(fail(
-            format!("{} is {} bytes; scenario files are at most {} bytes", path.display(), meta.len(), MAX_FILE_BYTES),
+            format!(
+                "{} is {} bytes; scenario files are at most {} bytes",
+                path.display(),
+                meta.len(),
+                MAX_FILE_BYTES
+            ),
             "split it with `include:`",
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display()), "check permissions"))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(
+            format!("cannot read {}: {e}", path.display()),
+            "check permissions",
+        )
+    })?;
     decode(&bytes, path, chain)
 }
 
@@ -123,8 +153,13 @@ fn decode(bytes: &[u8], path: &Path, chain: &[String]) -> Result<String, Diagnos
         Ok(s) => {
             if let Some(pos) = s.find('\0') {
                 let (line, col) = line_col(&s, pos);
-                let mut d = Diagnostic::new(path, line, col, "the file contains a NUL byte: it is binary, not YAML")
-                    .with_hint("point the harness at a YAML scenario file");
+                let mut d = Diagnostic::new(
+                    path,
+                    line,
+                    col,
+                    "the file contains a NUL byte: it is binary, not YAML",
+                )
+                .with_hint("point the harness at a YAML scenario file");
                 d.chain = chain.to_vec();
                 return Err(d);
             }
@@ -145,7 +180,12 @@ fn decode(bytes: &[u8], path: &Path, chain: &[String]) -> Result<String, Diagnos
 fn line_col(text: &str, byte: usize) -> (u64, u64) {
     let before = &text[..byte.min(text.len())];
     let line = before.matches('\n').count() as u64 + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) as u64 + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0) as u64
+        + 1;
     (line, col)
 }
 
@@ -170,7 +210,10 @@ fn options() -> serde_saphyr::Options {
 
 /// Turn a serde-saphyr error into a diagnostic with a hint.
 fn yaml_error(err: &serde_saphyr::Error, text: &str, path: &Path, chain: &[String]) -> Diagnostic {
-    let (line, col) = err.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let (line, col) = err
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
     let mut message = err.to_string();
     // serde-saphyr prefixes "error: line L column C: "; we print the position ourselves.
     for prefix in ["error: "] {
@@ -196,7 +239,10 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str, path: &Path, chain: &[Strin
 /// gets a hint: the fallback points at the schema.
 fn hint_for(message: &mut String) -> Option<String> {
     let m = message.clone();
-    if let Some(rest) = m.strip_prefix("unknown field `").or_else(|| m.strip_prefix("unknown variant `")) {
+    if let Some(rest) = m
+        .strip_prefix("unknown field `")
+        .or_else(|| m.strip_prefix("unknown variant `"))
+    {
         let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
         let expected: Vec<&str> = tail
             .trim_start_matches(", expected one of ")
@@ -205,7 +251,11 @@ fn hint_for(message: &mut String) -> Option<String> {
             .map(|s| s.trim_matches('`'))
             .filter(|s| !s.is_empty())
             .collect();
-        let what = if m.starts_with("unknown field") { "field" } else { "value" };
+        let what = if m.starts_with("unknown field") {
+            "field"
+        } else {
+            "value"
+        };
         *message = format!("unknown {what} `{name}`");
         if expected.is_empty() || tail.contains("there are no fields") {
             return Some("remove it: nothing is accepted here".into());
@@ -213,16 +263,28 @@ fn hint_for(message: &mut String) -> Option<String> {
         let dym = did_you_mean(name, &expected);
         let dym = dym.trim().trim_start_matches('(').trim_end_matches(')');
         let list = format!("expected one of: {}", expected.join(", "));
-        return Some(if dym.is_empty() { list } else { format!("{dym} {}{}", &list[..1].to_uppercase(), &list[1..]) });
+        return Some(if dym.is_empty() {
+            list
+        } else {
+            format!("{dym} {}{}", &list[..1].to_uppercase(), &list[1..])
+        });
     }
     if let Some(rest) = m.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or(rest);
         return Some(format!("add `{name}:`"));
     }
     if m.starts_with("duplicate mapping key") {
-        let key = m.trim_start_matches("duplicate mapping key:").split(',').next().unwrap_or("").trim().to_string();
+        let key = m
+            .trim_start_matches("duplicate mapping key:")
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         *message = format!("duplicate key `{key}`");
-        return Some(format!("a mapping may hold `{key}` only once: remove or merge the repeated one"));
+        return Some(format!(
+            "a mapping may hold `{key}` only once: remove or merge the repeated one"
+        ));
     }
     if m.contains("tabs disallowed") || m.contains("tab") && m.contains("indent") {
         return Some("indent with spaces: YAML does not allow tabs in indentation".into());
@@ -233,7 +295,10 @@ fn hint_for(message: &mut String) -> Option<String> {
     if m.contains("invalid IPv4 address") {
         return Some("write a dotted IPv4 address such as 10.64.200.10".into());
     }
-    if m.contains("invalid IP address syntax") || m.contains("invalid IPv4 network") || m.contains("prefix length") {
+    if m.contains("invalid IP address syntax")
+        || m.contains("invalid IPv4 network")
+        || m.contains("prefix length")
+    {
         *message = format!("bad CIDR: {m}");
         return Some("write an IPv4 network such as 10.32.0.0/12 (prefix length 0-32)".into());
     }
@@ -243,20 +308,33 @@ fn hint_for(message: &mut String) -> Option<String> {
     }
     if m.contains("recursion limit") || m.contains("depth") {
         *message = format!("the document nests too deeply: {m}");
-        return Some(format!("at most {MAX_DEPTH} levels of nesting are accepted; simplify the structure"));
+        return Some(format!(
+            "at most {MAX_DEPTH} levels of nesting are accepted; simplify the structure"
+        ));
     }
     if m.contains("multiple YAML documents") || m.contains("More than one") {
         *message = "a scenario file holds one YAML document, this one has several".into();
-        return Some("remove the `---` separators; put many manifests in a fixture file and `include:` it".into());
+        return Some(
+            "remove the `---` separators; put many manifests in a fixture file and `include:` it"
+                .into(),
+        );
     }
     if m.starts_with("expected mapping") {
-        return Some("a scenario is a mapping: `name:`, `resources:`, `steps:`, … (see `harness schema`)".into());
+        return Some(
+            "a scenario is a mapping: `name:`, `resources:`, `steps:`, … (see `harness schema`)"
+                .into(),
+        );
     }
     if m.starts_with("expected string") || m.starts_with("invalid type") && m.contains("string") {
-        return Some("a plain string is expected here; quote it if it looks like another type".into());
+        return Some(
+            "a plain string is expected here; quote it if it looks like another type".into(),
+        );
     }
     if m.starts_with("invalid type") {
-        return Some("the value has the wrong type here; see `harness schema` for what this field takes".into());
+        return Some(
+            "the value has the wrong type here; see `harness schema` for what this field takes"
+                .into(),
+        );
     }
     Some("see `harness schema` and docs/scenario-language.md for what is accepted here".into())
 }
@@ -264,7 +342,8 @@ fn hint_for(message: &mut String) -> Option<String> {
 fn load_text(text: &str, path: &Path) -> Result<LoadedScenario, Diagnostic> {
     let file = Arc::new(path.to_path_buf());
     if text.len() > MAX_FILE_BYTES {
-        return Err(Diagnostic::new(path, 0, 0, "scenario text too large").with_hint("split it with `include:`"));
+        return Err(Diagnostic::new(path, 0, 0, "scenario text too large")
+            .with_hint("split it with `include:`"));
     }
     if text.lines().all(|l| {
         let t = l.trim();
@@ -274,17 +353,24 @@ fn load_text(text: &str, path: &Path) -> Result<LoadedScenario, Diagnostic> {
             .with_hint("a scenario needs at least `name:` and usually `resources:` and `steps:`; see `harness schema`"));
     }
     decode(text.as_bytes(), path, &[])?;
-    let mut scenario: Scenario =
-        serde_saphyr::from_str_with_options(text, options()).map_err(|e| yaml_error(&e, text, path, &[]))?;
+    let mut scenario: Scenario = serde_saphyr::from_str_with_options(text, options())
+        .map_err(|e| yaml_error(&e, text, path, &[]))?;
 
-    let mut cx = Context { text, file: file.clone(), stack: vec![canonical(path)] };
+    let mut cx = Context {
+        text,
+        file: file.clone(),
+        stack: vec![canonical(path)],
+    };
     scenario.resources = cx.expand(std::mem::take(&mut scenario.resources), &[])?;
     for step in &mut scenario.steps {
         step.value.apply = cx.expand(std::mem::take(&mut step.value.apply), &[])?;
     }
     set_file(&mut scenario, &file);
     validate(&scenario, text, path)?;
-    Ok(LoadedScenario { scenario, file: path.to_path_buf() })
+    Ok(LoadedScenario {
+        scenario,
+        file: path.to_path_buf(),
+    })
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -307,10 +393,10 @@ fn set_file(s: &mut Scenario, file: &Arc<PathBuf>) {
         }
         for e in &mut step.value.expect {
             fill(&mut e.origin);
-            if let Expectation::Reachability(r) = &mut e.value {
-                if let Some(t) = &mut r.table {
-                    fill(&mut t.origin);
-                }
+            if let Expectation::Reachability(r) = &mut e.value
+                && let Some(t) = &mut r.table
+            {
+                fill(&mut t.origin);
             }
         }
     }
@@ -335,14 +421,29 @@ impl Context<'_> {
             match &entry.value {
                 ResourceEntry::Manifest(_) => out.push(entry),
                 ResourceEntry::Include(rel) => {
-                    let file = entry.origin.file.clone().unwrap_or_else(|| self.file.clone());
-                    let here = format!("{}:{}:{}", file.display(), entry.origin.line, entry.origin.column);
+                    let file = entry
+                        .origin
+                        .file
+                        .clone()
+                        .unwrap_or_else(|| self.file.clone());
+                    let here = format!(
+                        "{}:{}:{}",
+                        file.display(),
+                        entry.origin.line,
+                        entry.origin.column
+                    );
                     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
                     let target = base.join(rel);
                     let mut link = chain.to_vec();
                     link.push(format!("{here} includes {}", target.display()));
                     let at = |msg: String, hint: String| {
-                        let mut d = Diagnostic::new(file.as_ref().clone(), entry.origin.line, entry.origin.column, msg).with_hint(hint);
+                        let mut d = Diagnostic::new(
+                            file.as_ref().clone(),
+                            entry.origin.line,
+                            entry.origin.column,
+                            msg,
+                        )
+                        .with_hint(hint);
                         if Arc::ptr_eq(&file, &self.file) {
                             d = d.with_source(self.text);
                         }
@@ -352,16 +453,23 @@ impl Context<'_> {
                     if !target.is_file() {
                         return Err(at(
                             format!("included file {} does not exist", target.display()),
-                            format!("include paths are relative to {}; check the spelling", base.display()),
+                            format!(
+                                "include paths are relative to {}; check the spelling",
+                                base.display()
+                            ),
                         ));
                     }
                     let canon = canonical(&target);
                     if let Some(pos) = self.stack.iter().position(|p| *p == canon) {
-                        let cycle: Vec<String> =
-                            self.stack[pos..].iter().chain(std::iter::once(&canon)).map(|p| p.display().to_string()).collect();
+                        let cycle: Vec<String> = self.stack[pos..]
+                            .iter()
+                            .chain(std::iter::once(&canon))
+                            .map(|p| p.display().to_string())
+                            .collect();
                         return Err(at(
                             format!("include cycle: {}", cycle.join(" -> ")),
-                            "remove the include that leads back to a file already being included".into(),
+                            "remove the include that leads back to a file already being included"
+                                .into(),
                         ));
                     }
                     if self.stack.len() > MAX_INCLUDE_DEPTH {
@@ -372,11 +480,15 @@ impl Context<'_> {
                     }
                     let text = read_text(&target, &link)?;
                     let included = Arc::new(target.clone());
-                    let docs: Vec<Located<serde_json::Value>> = serde_saphyr::from_multiple_with_options(&text, options())
-                        .map_err(|e| yaml_error(&e, &text, &target, &link))?;
+                    let docs: Vec<Located<serde_json::Value>> =
+                        serde_saphyr::from_multiple_with_options(&text, options())
+                            .map_err(|e| yaml_error(&e, &text, &target, &link))?;
                     let mut entries = Vec::new();
                     for doc in docs {
-                        let origin = Origin { file: Some(included.clone()), ..doc.origin.clone() };
+                        let origin = Origin {
+                            file: Some(included.clone()),
+                            ..doc.origin.clone()
+                        };
                         collect_entries(doc.value, origin, &mut entries, &text, &target, &link)?;
                     }
                     self.stack.push(canon);
@@ -402,7 +514,9 @@ fn collect_entries(
     let fail = |msg: String| {
         let mut d = Diagnostic::new(file, origin.line, origin.column, msg)
             .with_source(text)
-            .with_hint("a fixture file holds Kubernetes manifests separated by `---`, or a list of them");
+            .with_hint(
+                "a fixture file holds Kubernetes manifests separated by `---`, or a list of them",
+            );
         d.chain = chain.to_vec();
         d
     };
@@ -414,8 +528,14 @@ fn collect_entries(
             }
             Ok(())
         }
-        serde_json::Value::Object(ref m) if m.get("kind").and_then(|k| k.as_str()) == Some("List") => {
-            let items = m.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
+        serde_json::Value::Object(ref m)
+            if m.get("kind").and_then(|k| k.as_str()) == Some("List") =>
+        {
+            let items = m
+                .get("items")
+                .and_then(|i| i.as_array())
+                .cloned()
+                .unwrap_or_default();
             for item in items {
                 collect_entries(item, origin.clone(), out, text, file, chain)?;
             }
@@ -423,7 +543,10 @@ fn collect_entries(
         }
         other => {
             let entry = ResourceEntry::try_from(other).map_err(fail)?;
-            out.push(Located { value: entry, origin });
+            out.push(Located {
+                value: entry,
+                origin,
+            });
             Ok(())
         }
     }
@@ -432,7 +555,11 @@ fn collect_entries(
 /// Semantic checks after parsing: manifests, peers, tables, bindings, cross references.
 fn validate(s: &Scenario, text: &str, path: &Path) -> Result<(), Diagnostic> {
     let here = |o: &Origin, msg: String, hint: &str| -> Diagnostic {
-        let file = o.file.as_ref().map(|f| f.as_ref().clone()).unwrap_or_else(|| path.to_path_buf());
+        let file = o
+            .file
+            .as_ref()
+            .map(|f| f.as_ref().clone())
+            .unwrap_or_else(|| path.to_path_buf());
         let mut d = Diagnostic::new(file.clone(), o.line, o.column, msg).with_hint(hint);
         if file == path {
             d = d.with_source(text);
@@ -441,8 +568,17 @@ fn validate(s: &Scenario, text: &str, path: &Path) -> Result<(), Diagnostic> {
         }
         d
     };
-    let top = Origin { file: None, line: 1, column: 1 };
-    if s.name.trim().is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    let top = Origin {
+        file: None,
+        line: 1,
+        column: 1,
+    };
+    if s.name.trim().is_empty()
+        || !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         return Err(here(
             &find(text, "name:").unwrap_or(top.clone()),
             format!("bad scenario name `{}`", s.name),
@@ -451,62 +587,128 @@ fn validate(s: &Scenario, text: &str, path: &Path) -> Result<(), Diagnostic> {
     }
     let nodes = s.cluster.node_names();
     if s.cluster.nodes == 0 || s.cluster.nodes > 64 {
-        return Err(here(&find(text, "nodes:").unwrap_or(top.clone()), format!("cluster.nodes is {}", s.cluster.nodes), "use 1 to 64 nodes"));
+        return Err(here(
+            &find(text, "nodes:").unwrap_or(top.clone()),
+            format!("cluster.nodes is {}", s.cluster.nodes),
+            "use 1 to 64 nodes",
+        ));
     }
-    let hosts: BTreeSet<&str> = s.cluster.fabric_hosts.iter().map(|h| h.name.as_str()).collect();
+    let hosts: BTreeSet<&str> = s
+        .cluster
+        .fabric_hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
     let externals: BTreeSet<&str> = s.cluster.external.iter().map(|h| h.name.as_str()).collect();
     if hosts.len() != s.cluster.fabric_hosts.len() {
-        return Err(here(&find(text, "fabricHosts:").unwrap_or(top.clone()), "two fabric hosts share a name".into(), "give each fabric host its own name"));
+        return Err(here(
+            &find(text, "fabricHosts:").unwrap_or(top.clone()),
+            "two fabric hosts share a name".into(),
+            "give each fabric host its own name",
+        ));
     }
     if s.contrail.mode == crate::model::ContrailMode::Real && s.contrail.api.is_none() {
-        return Err(here(&find(text, "mode:").unwrap_or(top.clone()), "contrail.mode is real but no `api:` URL is given".into(), "add `api: http://HOST:8082`"));
+        return Err(here(
+            &find(text, "mode:").unwrap_or(top.clone()),
+            "contrail.mode is real but no `api:` URL is given".into(),
+            "add `api: http://HOST:8082`",
+        ));
     }
-    for r in s.resources.iter().chain(s.steps.iter().flat_map(|st| st.apply.iter())) {
+    for r in s
+        .resources
+        .iter()
+        .chain(s.steps.iter().flat_map(|st| st.apply.iter()))
+    {
         if let ResourceEntry::Manifest(m) = &r.value {
             validate_manifest(m).map_err(|(msg, hint)| here(&r.origin, msg, &hint))?;
             if let Err((string, e)) = template::bindings_in(m) {
                 let at = locate_string(r, &string, e.offset).unwrap_or_else(|| r.origin.clone());
-                return Err(here(&at, format!("bad binding in `{string}`: {}", e.message), "bindings: {{ podIP NS/POD }}, {{ serviceIP NS/SVC }}, {{ nodePort NS/SVC PORT }}, {{ cidr NS/POD LEN }}, {{ nodeIP NODE }}, {{ hostIP HOST }}, {{ lbIP NS/SVC }}, {{ ingressIP NS/ING }}"));
+                return Err(here(
+                    &at,
+                    format!("bad binding in `{string}`: {}", e.message),
+                    "bindings: {{ podIP NS/POD }}, {{ serviceIP NS/SVC }}, {{ nodePort NS/SVC PORT }}, {{ cidr NS/POD LEN }}, {{ nodeIP NODE }}, {{ hostIP HOST }}, {{ lbIP NS/SVC }}, {{ ingressIP NS/ING }}",
+                ));
             }
         }
     }
     let mut step_names = BTreeSet::new();
     for step in &s.steps {
         if !step_names.insert(crate::model::slug(&step.name)) {
-            return Err(here(&step.origin, format!("two steps are named `{}` (ignoring case and punctuation)", step.name), "step names identify checks in reports and rerun commands; make them unique"));
+            return Err(here(
+                &step.origin,
+                format!(
+                    "two steps are named `{}` (ignoring case and punctuation)",
+                    step.name
+                ),
+                "step names identify checks in reports and rerun commands; make them unique",
+            ));
         }
         for f in &step.fault {
-            if let Some(n) = &f.node {
-                if !nodes.contains(n) {
-                    return Err(here(&step.origin, format!("fault names node `{n}`, but the cluster has {}", nodes.join(", ")), "use an existing node or raise cluster.nodes"));
-                }
+            if let Some(n) = &f.node
+                && !nodes.contains(n)
+            {
+                return Err(here(
+                    &step.origin,
+                    format!(
+                        "fault names node `{n}`, but the cluster has {}",
+                        nodes.join(", ")
+                    ),
+                    "use an existing node or raise cluster.nodes",
+                ));
             }
         }
         for e in &step.expect {
             match &e.value {
-                Expectation::Reachability(r) => validate_reachability(r, s, &nodes, &hosts, &externals)
-                    .map_err(|(o, msg, hint)| here(o.as_ref().unwrap_or(&e.origin), msg, &hint))?,
+                Expectation::Reachability(r) => validate_reachability(
+                    r, s, &nodes, &hosts, &externals,
+                )
+                .map_err(|(o, msg, hint)| here(o.as_ref().unwrap_or(&e.origin), msg, &hint))?,
                 Expectation::Contrail(list) => {
                     for a in list {
-                        if a.kind.is_empty() || !a.kind.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
-                            return Err(here(&e.origin, format!("bad Contrail type `{}`", a.kind), "use the VNC type name, e.g. virtual-network, firewall-policy"));
+                        if a.kind.is_empty()
+                            || !a.kind.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                        {
+                            return Err(here(
+                                &e.origin,
+                                format!("bad Contrail type `{}`", a.kind),
+                                "use the VNC type name, e.g. virtual-network, firewall-policy",
+                            ));
                         }
                         if a.fq_name.is_empty() {
-                            return Err(here(&e.origin, "empty fqName".into(), "give the object's fq name, e.g. [default-domain, k8s-blue, k8s-blue-pod-network]"));
+                            return Err(here(
+                                &e.origin,
+                                "empty fqName".into(),
+                                "give the object's fq name, e.g. [default-domain, k8s-blue, k8s-blue-pod-network]",
+                            ));
                         }
                     }
                 }
                 Expectation::Rbac(r) => {
-                    if r.subject.user.is_none() && r.subject.service_account.is_none() && r.subject.groups.is_empty() {
-                        return Err(here(&e.origin, "an RBAC check needs a subject".into(), "set `as: {user: NAME}`, `as: {serviceAccount: NS/NAME}` or `as: {groups: [...]}`"));
+                    if r.subject.user.is_none()
+                        && r.subject.service_account.is_none()
+                        && r.subject.groups.is_empty()
+                    {
+                        return Err(here(
+                            &e.origin,
+                            "an RBAC check needs a subject".into(),
+                            "set `as: {user: NAME}`, `as: {serviceAccount: NS/NAME}` or `as: {groups: [...]}`",
+                        ));
                     }
                     if r.allowed.is_empty() && r.denied.is_empty() {
-                        return Err(here(&e.origin, "an RBAC check with nothing to check".into(), "list requests under `allowed:` or `denied:`"));
+                        return Err(here(
+                            &e.origin,
+                            "an RBAC check with nothing to check".into(),
+                            "list requests under `allowed:` or `denied:`",
+                        ));
                     }
-                    if let Some(sa) = &r.subject.service_account {
-                        if sa.split('/').count() != 2 {
-                            return Err(here(&e.origin, format!("bad service account `{sa}`"), "write NAMESPACE/NAME"));
-                        }
+                    if let Some(sa) = &r.subject.service_account
+                        && sa.split('/').count() != 2
+                    {
+                        return Err(here(
+                            &e.origin,
+                            format!("bad service account `{sa}`"),
+                            "write NAMESPACE/NAME",
+                        ));
                     }
                 }
             }
@@ -526,12 +728,18 @@ fn validate_reachability(
 ) -> Result<(), CheckError> {
     let err = |msg: String, hint: &str| (None, msg, hint.to_string());
     if !r.peers.is_empty() && (!r.from.is_empty() || !r.to.is_empty()) {
-        return Err(err("`peers` and `from`/`to` are both given".into(), "use `peers` for a square matrix, or `from` and `to`"));
+        return Err(err(
+            "`peers` and `from`/`to` are both given".into(),
+            "use `peers` for a square matrix, or `from` and `to`",
+        ));
     }
     let table = match &r.table {
         Some(t) => {
             if r.verdict.is_some() {
-                return Err(err("both `verdict` and `table` are given".into(), "a table states every cell's verdict; remove `verdict`"));
+                return Err(err(
+                    "both `verdict` and `table` are given".into(),
+                    "a table states every cell's verdict; remove `verdict`",
+                ));
             }
             let parsed = TruthTable::parse(&t.value).map_err(|e| {
                 // Block scalars report the first content line; add the table's own offsets.
@@ -543,14 +751,22 @@ fn validate_reachability(
         None => None,
     };
     let (sources, dests): (Vec<Peer>, Vec<Peer>) = match &table {
-        Some(t) if r.sources().is_empty() && r.destinations().is_empty() => (t.rows.clone(), t.columns.clone()),
+        Some(t) if r.sources().is_empty() && r.destinations().is_empty() => {
+            (t.rows.clone(), t.columns.clone())
+        }
         _ => (r.sources().to_vec(), r.destinations().to_vec()),
     };
     if sources.is_empty() || dests.is_empty() {
-        return Err(err("a reachability check needs sources and destinations".into(), "add `from:` and `to:`, or `peers:`, or a `table:`"));
+        return Err(err(
+            "a reachability check needs sources and destinations".into(),
+            "add `from:` and `to:`, or `peers:`, or a `table:`",
+        ));
     }
     if r.ports.is_empty() {
-        return Err(err("a reachability check needs `ports`".into(), "add e.g. `ports: [TCP/80]`"));
+        return Err(err(
+            "a reachability check needs `ports`".into(),
+            "add e.g. `ports: [TCP/80]`",
+        ));
     }
     if let Some(t) = &table {
         let concrete = !sources.iter().chain(dests.iter()).any(Peer::is_wildcard);
@@ -567,37 +783,80 @@ fn validate_reachability(
     }
     for p in &sources {
         if !p.can_originate() {
-            return Err(err(format!("`{p}` cannot be a source"), "probes start at pods (ns/pod), hosts, nodes or external clients; services and VIPs are destinations"));
+            return Err(err(
+                format!("`{p}` cannot be a source"),
+                "probes start at pods (ns/pod), hosts, nodes or external clients; services and VIPs are destinations",
+            ));
         }
     }
-    for p in sources.iter().chain(dests.iter()).chain(r.except.iter().flat_map(|e| [&e.from, &e.to])) {
+    for p in sources
+        .iter()
+        .chain(dests.iter())
+        .chain(r.except.iter().flat_map(|e| [&e.from, &e.to]))
+    {
         match p {
             Peer::Host(h) if !hosts.contains(h.as_str()) => {
-                return Err(err(format!("`{p}` is not declared"), &format!("declare it under cluster.fabricHosts{}", did_you_mean(h, &hosts.iter().copied().collect::<Vec<_>>()))));
+                return Err(err(
+                    format!("`{p}` is not declared"),
+                    &format!(
+                        "declare it under cluster.fabricHosts{}",
+                        did_you_mean(h, &hosts.iter().copied().collect::<Vec<_>>())
+                    ),
+                ));
             }
             Peer::External(h) if !externals.contains(h.as_str()) => {
-                return Err(err(format!("`{p}` is not declared"), &format!("declare it under cluster.external{}", did_you_mean(h, &externals.iter().copied().collect::<Vec<_>>()))));
+                return Err(err(
+                    format!("`{p}` is not declared"),
+                    &format!(
+                        "declare it under cluster.external{}",
+                        did_you_mean(h, &externals.iter().copied().collect::<Vec<_>>())
+                    ),
+                ));
             }
             Peer::Node(n) | Peer::NodePort { node: Some(n), .. } if !nodes.contains(n) => {
-                return Err(err(format!("`{p}` names a node the cluster does not have"), &format!("the cluster has {}", nodes.join(", "))));
+                return Err(err(
+                    format!("`{p}` names a node the cluster does not have"),
+                    &format!("the cluster has {}", nodes.join(", ")),
+                ));
             }
             _ => {}
         }
     }
     if let Some(path) = &r.path {
         if let Some(b) = &path.backends {
-            if !dests.iter().all(|d| matches!(d, Peer::Service(_) | Peer::NodePort { .. } | Peer::LoadBalancer(_) | Peer::Ingress(_))) {
-                return Err(err("`path.backends` needs service destinations".into(), "probe svc:, nodeport:, lb: or ingress: peers"));
+            if !dests.iter().all(|d| {
+                matches!(
+                    d,
+                    Peer::Service(_)
+                        | Peer::NodePort { .. }
+                        | Peer::LoadBalancer(_)
+                        | Peer::Ingress(_)
+                )
+            }) {
+                return Err(err(
+                    "`path.backends` needs service destinations".into(),
+                    "probe svc:, nodeport:, lb: or ingress: peers",
+                ));
             }
             if b.exactly.is_empty() && b.at_least.is_none() {
-                return Err(err("`path.backends` says nothing".into(), "add `exactly: [ns/pod, ...]` or `atLeast: N`"));
+                return Err(err(
+                    "`path.backends` says nothing".into(),
+                    "add `exactly: [ns/pod, ...]` or `atLeast: N`",
+                ));
             }
         }
         if !path.via.is_empty() {
-            let chains: BTreeSet<&str> = s.steps.iter().flat_map(|st| st.service_chain.iter().map(|c| c.name.as_str())).collect();
+            let chains: BTreeSet<&str> = s
+                .steps
+                .iter()
+                .flat_map(|st| st.service_chain.iter().map(|c| c.name.as_str()))
+                .collect();
             for v in &path.via {
                 if !chains.contains(v.as_str()) {
-                    return Err(err(format!("`via: {v}` names no service chain of this scenario"), "declare it in a step's `serviceChain:`"));
+                    return Err(err(
+                        format!("`via: {v}` names no service chain of this scenario"),
+                        "declare it in a step's `serviceChain:`",
+                    ));
                 }
             }
         }
@@ -606,39 +865,74 @@ fn validate_reachability(
 }
 
 fn validate_manifest(m: &serde_json::Value) -> Result<(), (String, String)> {
-    let obj = m.as_object().ok_or_else(|| ("a manifest must be a mapping".to_string(), "write apiVersion, kind and metadata".to_string()))?;
+    let obj = m.as_object().ok_or_else(|| {
+        (
+            "a manifest must be a mapping".to_string(),
+            "write apiVersion, kind and metadata".to_string(),
+        )
+    })?;
     let api = obj.get("apiVersion").and_then(|v| v.as_str());
     let kind = obj.get("kind").and_then(|v| v.as_str());
     if api.is_none_or(str::is_empty) {
-        return Err(("manifest without `apiVersion`".into(), "add e.g. `apiVersion: v1` or `apiVersion: networking.k8s.io/v1`".into()));
+        return Err((
+            "manifest without `apiVersion`".into(),
+            "add e.g. `apiVersion: v1` or `apiVersion: networking.k8s.io/v1`".into(),
+        ));
     }
     let Some(kind) = kind.filter(|k| !k.is_empty()) else {
-        return Err(("manifest without `kind`".into(), "add e.g. `kind: Pod`".into()));
+        return Err((
+            "manifest without `kind`".into(),
+            "add e.g. `kind: Pod`".into(),
+        ));
     };
     let meta = obj.get("metadata").and_then(|v| v.as_object());
     let name = meta.and_then(|m| m.get("name")).and_then(|v| v.as_str());
-    let generate = meta.and_then(|m| m.get("generateName")).and_then(|v| v.as_str());
+    let generate = meta
+        .and_then(|m| m.get("generateName"))
+        .and_then(|v| v.as_str());
     match (name, generate) {
-        (Some(n), _) if crate::peer::is_dns_subdomain(n) || n.contains("{{") || kind.ends_with("Role") || kind.ends_with("Binding") => {}
+        (Some(n), _)
+            if crate::peer::is_dns_subdomain(n)
+                || n.contains("{{")
+                || kind.ends_with("Role")
+                || kind.ends_with("Binding") => {}
         (Some(n), _) => {
-            return Err((format!("{kind} name `{n}` is not a valid Kubernetes name"), "use lowercase letters, digits, '-' and '.'".into()));
+            return Err((
+                format!("{kind} name `{n}` is not a valid Kubernetes name"),
+                "use lowercase letters, digits, '-' and '.'".into(),
+            ));
         }
         (None, Some(_)) => {}
-        (None, None) => return Err((format!("{kind} manifest without `metadata.name`"), "add `metadata: {name: ...}`".into())),
-    }
-    if let Some(ns) = meta.and_then(|m| m.get("namespace")) {
-        if !ns.as_str().is_some_and(crate::peer::is_dns_label) {
-            return Err((format!("bad metadata.namespace {ns}"), "a namespace is a DNS label: lowercase letters, digits and '-'".into()));
+        (None, None) => {
+            return Err((
+                format!("{kind} manifest without `metadata.name`"),
+                "add `metadata: {name: ...}`".into(),
+            ));
         }
+    }
+    if let Some(ns) = meta.and_then(|m| m.get("namespace"))
+        && !ns.as_str().is_some_and(crate::peer::is_dns_label)
+    {
+        return Err((
+            format!("bad metadata.namespace {ns}"),
+            "a namespace is a DNS label: lowercase letters, digits and '-'".into(),
+        ));
     }
     for field in ["labels", "annotations"] {
         if let Some(map) = meta.and_then(|m| m.get(field)) {
             let Some(map) = map.as_object() else {
-                return Err((format!("metadata.{field} must be a mapping"), format!("write `{field}: {{key: value}}`")));
+                return Err((
+                    format!("metadata.{field} must be a mapping"),
+                    format!("write `{field}: {{key: value}}`"),
+                ));
             };
             for (k, v) in map {
                 if !v.is_string() {
-                    return Err((format!("metadata.{field}.{k} is {v}, not a string"), "quote the value: Kubernetes label and annotation values are strings".into()));
+                    return Err((
+                        format!("metadata.{field}.{k} is {v}, not a string"),
+                        "quote the value: Kubernetes label and annotation values are strings"
+                            .into(),
+                    ));
                 }
             }
         }
@@ -651,7 +945,11 @@ fn validate_manifest(m: &serde_json::Value) -> Result<(), (String, String)> {
 fn find(text: &str, key: &str) -> Option<Origin> {
     text.lines().enumerate().find_map(|(i, l)| {
         let t = l.trim_start();
-        t.starts_with(key).then(|| Origin { file: None, line: i as u64 + 1, column: (l.len() - t.len()) as u64 + 1 })
+        t.starts_with(key).then(|| Origin {
+            file: None,
+            line: i as u64 + 1,
+            column: (l.len() - t.len()) as u64 + 1,
+        })
     })
 }
 
@@ -662,9 +960,17 @@ fn locate_string(entry: &Located<ResourceEntry>, needle: &str, offset: usize) ->
     let text = std::fs::read_to_string(file.as_ref()).ok()?;
     let probe = &needle[offset..];
     let probe = probe.find("}}").map(|e| &probe[..e + 2]).unwrap_or(probe);
-    for (i, line) in text.lines().enumerate().skip(entry.origin.line.saturating_sub(1) as usize) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .skip(entry.origin.line.saturating_sub(1) as usize)
+    {
         if let Some(col) = line.find(probe) {
-            return Some(Origin { file: Some(file.clone()), line: i as u64 + 1, column: line[..col].chars().count() as u64 + 1 });
+            return Some(Origin {
+                file: Some(file.clone()),
+                line: i as u64 + 1,
+                column: line[..col].chars().count() as u64 + 1,
+            });
         }
     }
     None

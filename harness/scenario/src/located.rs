@@ -22,8 +22,16 @@ impl Origin {
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let file = self.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<input>".into());
-        if self.is_known() { write!(f, "{file}:{}:{}", self.line, self.column) } else { f.write_str(&file) }
+        let file = self
+            .file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<input>".into());
+        if self.is_known() {
+            write!(f, "{file}:{}:{}", self.line, self.column)
+        } else {
+            f.write_str(&file)
+        }
     }
 }
 
@@ -36,7 +44,10 @@ pub struct Located<T> {
 
 impl<T> Located<T> {
     pub fn new(value: T) -> Self {
-        Located { value, origin: Origin::default() }
+        Located {
+            value,
+            origin: Origin::default(),
+        }
     }
 }
 
@@ -51,7 +62,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let spanned = serde_saphyr::Spanned::<T>::deserialize(d)?;
         let at = spanned.referenced;
-        Ok(Located { value: spanned.value, origin: Origin { file: None, line: at.line(), column: at.column() } })
+        Ok(Located {
+            value: spanned.value,
+            origin: Origin {
+                file: None,
+                line: at.line(),
+                column: at.column(),
+            },
+        })
     }
 }
 

@@ -66,7 +66,11 @@ fn default_nodes() -> u32 {
 
 impl Default for ClusterSpec {
     fn default() -> Self {
-        ClusterSpec { nodes: default_nodes(), fabric_hosts: Vec::new(), external: Vec::new() }
+        ClusterSpec {
+            nodes: default_nodes(),
+            fabric_hosts: Vec::new(),
+            external: Vec::new(),
+        }
     }
 }
 
@@ -145,7 +149,10 @@ impl FromStr for Profile {
         match s {
             "upstream" => Ok(Profile::Upstream),
             "r5.0" | "r50" | "R5.0" => Ok(Profile::R50),
-            _ => Err(format!("unknown profile `{s}`: use upstream or r5.0{}", did_you_mean(s, &["upstream", "r5.0"]))),
+            _ => Err(format!(
+                "unknown profile `{s}`: use upstream or r5.0{}",
+                did_you_mean(s, &["upstream", "r5.0"])
+            )),
         }
     }
 }
@@ -172,7 +179,9 @@ impl Encapsulation {
 }
 
 /// Defects the mock Contrail can be told to have, so `harness selftest` can prove each is caught.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MockFault {
     /// Pods tunnel to fabric hosts although the pod network has ip-fabric forwarding.
@@ -228,7 +237,10 @@ impl MockFault {
 
     /// The kebab-case name used in scenarios and on the command line.
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -299,7 +311,11 @@ fn default_public_pool() -> Vec<Ipv4Net> {
     vec![net("203.0.113.0/24")]
 }
 fn default_encap() -> Vec<Encapsulation> {
-    vec![Encapsulation::MplsOverUdp, Encapsulation::MplsOverGre, Encapsulation::Vxlan]
+    vec![
+        Encapsulation::MplsOverUdp,
+        Encapsulation::MplsOverGre,
+        Encapsulation::Vxlan,
+    ]
 }
 
 impl Default for ContrailSettings {
@@ -354,10 +370,15 @@ impl TryFrom<serde_json::Value> for ResourceEntry {
         };
         if let Some(inc) = map.get("include") {
             if map.len() != 1 {
-                return Err("`include:` stands alone in its entry: put the manifest in the included file".into());
+                return Err(
+                    "`include:` stands alone in its entry: put the manifest in the included file"
+                        .into(),
+                );
             }
             return match inc {
-                serde_json::Value::String(p) if !p.trim().is_empty() => Ok(ResourceEntry::Include(p.clone())),
+                serde_json::Value::String(p) if !p.trim().is_empty() => {
+                    Ok(ResourceEntry::Include(p.clone()))
+                }
                 _ => Err("`include:` takes a file path relative to this file".into()),
             };
         }
@@ -461,7 +482,11 @@ pub enum LabelTarget {
 impl FromStr for LabelTarget {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let hint = || format!("bad label target `{s}`: write ns/NAME for a namespace, node/NAME for a node, or NAMESPACE/POD");
+        let hint = || {
+            format!(
+                "bad label target `{s}`: write ns/NAME for a namespace, node/NAME for a node, or NAMESPACE/POD"
+            )
+        };
         let (a, b) = s.split_once('/').ok_or_else(hint)?;
         if b.is_empty() || b.contains('/') || a.is_empty() {
             return Err(hint());
@@ -469,7 +494,10 @@ impl FromStr for LabelTarget {
         match a {
             "ns" | "namespace" => Ok(LabelTarget::Namespace(b.into())),
             "node" => Ok(LabelTarget::Node(b.into())),
-            ns => Ok(LabelTarget::Pod { namespace: ns.into(), name: b.into() }),
+            ns => Ok(LabelTarget::Pod {
+                namespace: ns.into(),
+                name: b.into(),
+            }),
         }
     }
 }
@@ -484,7 +512,12 @@ impl fmt::Display for LabelTarget {
     }
 }
 
-crate::string_serde!(LabelTarget, "LabelTarget", "ns/NAME (namespace), node/NAME, or NAMESPACE/POD.", "^[a-z0-9-]+/[a-z0-9.-]+$");
+crate::string_serde!(
+    LabelTarget,
+    "LabelTarget",
+    "ns/NAME (namespace), node/NAME, or NAMESPACE/POD.",
+    "^[a-z0-9-]+/[a-z0-9.-]+$"
+);
 
 /// A component to restart.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
@@ -534,14 +567,16 @@ pub enum NetworkRef {
 impl FromStr for NetworkRef {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(ns) = s.strip_prefix("namespace:") {
-            if crate::peer::is_dns_label(ns) {
-                return Ok(NetworkRef::NamespacePods(ns.into()));
-            }
+        if let Some(ns) = s.strip_prefix("namespace:")
+            && crate::peer::is_dns_label(ns)
+        {
+            return Ok(NetworkRef::NamespacePods(ns.into()));
         }
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() == 3 && parts.iter().all(|p| !p.is_empty()) {
-            return Ok(NetworkRef::FqName(parts.into_iter().map(String::from).collect()));
+            return Ok(NetworkRef::FqName(
+                parts.into_iter().map(String::from).collect(),
+            ));
         }
         Err(format!(
             "bad network `{s}`: write namespace:NAME for a namespace's pod network, or DOMAIN:PROJECT:NETWORK"
@@ -558,7 +593,12 @@ impl fmt::Display for NetworkRef {
     }
 }
 
-crate::string_serde!(NetworkRef, "NetworkRef", "namespace:NAME (that namespace's pod network) or DOMAIN:PROJECT:NETWORK.", "^(namespace:[a-z0-9-]+|[^:]+:[^:]+:[^:]+)$");
+crate::string_serde!(
+    NetworkRef,
+    "NetworkRef",
+    "namespace:NAME (that namespace's pod network) or DOMAIN:PROJECT:NETWORK.",
+    "^(namespace:[a-z0-9-]+|[^:]+:[^:]+:[^:]+)$"
+);
 
 /// What a service instance does to the traffic it carries.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
@@ -599,18 +639,34 @@ pub struct Step {
     /// Contrail objects to create through the VNC API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contrail: Vec<ContrailObject>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     #[schemars(with = "OneOrMany<ServiceChain>")]
     pub service_chain: Vec<ServiceChain>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delete: Vec<ObjectRef>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     #[schemars(with = "OneOrMany<LabelChange>")]
     pub label: Vec<LabelChange>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     #[schemars(with = "OneOrMany<Unlabel>")]
     pub unlabel: Vec<Unlabel>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     #[schemars(with = "OneOrMany<FaultAction>")]
     pub fault: Vec<FaultAction>,
     /// Pause after the actions (rarely needed: checks wait with `within`).
@@ -644,7 +700,9 @@ where
             Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
-            Ok(vec![Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?])
+            Ok(vec![Deserialize::deserialize(
+                serde::de::value::MapAccessDeserializer::new(map),
+            )?])
         }
     }
     d.deserialize_any(V(std::marker::PhantomData))
@@ -804,11 +862,19 @@ pub struct ReachabilityCheck {
 impl ReachabilityCheck {
     /// The sources: `from`, or `peers` for a square matrix.
     pub fn sources(&self) -> &[Peer] {
-        if self.from.is_empty() { &self.peers } else { &self.from }
+        if self.from.is_empty() {
+            &self.peers
+        } else {
+            &self.from
+        }
     }
     /// The destinations: `to`, or `peers` for a square matrix.
     pub fn destinations(&self) -> &[Peer] {
-        if self.to.is_empty() { &self.peers } else { &self.to }
+        if self.to.is_empty() {
+            &self.peers
+        } else {
+            &self.to
+        }
     }
     /// The verdict all cells share, `oracle` when neither `verdict` nor `table` is given.
     pub fn verdict(&self) -> ExpectedVerdict {
@@ -928,7 +994,11 @@ impl Scenario {
             for (ci, e) in step.expect.iter().enumerate() {
                 let n = counts.entry(e.kind()).or_default();
                 *n += 1;
-                out.push(CheckRef { step: si, index: ci, id: format!("{}/{}-{}", slug(&step.name), e.kind(), n) });
+                out.push(CheckRef {
+                    step: si,
+                    index: ci,
+                    id: format!("{}/{}-{}", slug(&step.name), e.kind(), n),
+                });
             }
         }
         out

@@ -49,11 +49,17 @@ impl fmt::Display for ObjectName {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Peer {
     /// `ns/pod`, `ns/*` (every pod of a namespace) or `*/*` (every pod).
-    Pod { namespace: NamePattern, name: NamePattern },
+    Pod {
+        namespace: NamePattern,
+        name: NamePattern,
+    },
     /// `svc:ns/name`: the Service's ClusterIP (policies apply to the backend after DNAT).
     Service(ObjectName),
     /// `nodeport:ns/name`: the Service's node port on every node (`@node-1` picks one node).
-    NodePort { service: ObjectName, node: Option<String> },
+    NodePort {
+        service: ObjectName,
+        node: Option<String>,
+    },
     /// `lb:ns/name`: the LoadBalancer address or external IP of a Service.
     LoadBalancer(ObjectName),
     /// `ingress:ns/name`: the ingress VIP or its floating IP.
@@ -69,19 +75,33 @@ pub enum Peer {
 impl Peer {
     /// Whether this peer stands for more than one endpoint (a wildcard).
     pub fn is_wildcard(&self) -> bool {
-        matches!(self, Peer::Pod { namespace: NamePattern::Any, .. } | Peer::Pod { name: NamePattern::Any, .. })
-            || matches!(self, Peer::NodePort { node: None, .. })
+        matches!(
+            self,
+            Peer::Pod {
+                namespace: NamePattern::Any,
+                ..
+            } | Peer::Pod {
+                name: NamePattern::Any,
+                ..
+            }
+        ) || matches!(self, Peer::NodePort { node: None, .. })
     }
 
     /// Whether a probe can start here (services and VIPs are destinations only).
     pub fn can_originate(&self) -> bool {
-        matches!(self, Peer::Pod { .. } | Peer::Host(_) | Peer::Node(_) | Peer::External(_))
+        matches!(
+            self,
+            Peer::Pod { .. } | Peer::Host(_) | Peer::Node(_) | Peer::External(_)
+        )
     }
 
     /// The namespace an object peer lives in, if any and not a wildcard.
     pub fn namespace(&self) -> Option<&str> {
         match self {
-            Peer::Pod { namespace: NamePattern::Exact(ns), .. } => Some(ns),
+            Peer::Pod {
+                namespace: NamePattern::Exact(ns),
+                ..
+            } => Some(ns),
             Peer::Service(o) | Peer::LoadBalancer(o) | Peer::Ingress(o) => Some(&o.namespace),
             Peer::NodePort { service, .. } => Some(&service.namespace),
             _ => None,
@@ -89,13 +109,16 @@ impl Peer {
     }
 }
 
-const KINDS: &[&str] = &["svc", "nodeport", "lb", "ingress", "host", "node", "external"];
+const KINDS: &[&str] = &[
+    "svc", "nodeport", "lb", "ingress", "host", "node", "external",
+];
 
 /// Whether `s` is a DNS-1123 label (namespaces, services, nodes, hosts).
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -106,7 +129,11 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 }
 
 fn name(kind: &str, s: &str, subdomain: bool) -> Result<String, String> {
-    let ok = if subdomain { is_dns_subdomain(s) } else { is_dns_label(s) };
+    let ok = if subdomain {
+        is_dns_subdomain(s)
+    } else {
+        is_dns_label(s)
+    };
     if ok {
         Ok(s.to_string())
     } else {
@@ -121,7 +148,10 @@ fn object(prefix: &str, kind: &str, s: &str) -> Result<ObjectName, String> {
     let (ns, n) = s
         .split_once('/')
         .ok_or_else(|| format!("bad {kind} peer `{prefix}:{s}`: write {prefix}:NAMESPACE/NAME"))?;
-    Ok(ObjectName { namespace: name("namespace", ns, false)?, name: name(kind, n, true)? })
+    Ok(ObjectName {
+        namespace: name("namespace", ns, false)?,
+        name: name(kind, n, true)?,
+    })
 }
 
 impl FromStr for Peer {
@@ -138,14 +168,21 @@ impl FromStr for Peer {
                         Some((svc, node)) => (svc, Some(name("node", node, false)?)),
                         None => (rest, None),
                     };
-                    Ok(Peer::NodePort { service: object(kind, "service", svc)?, node })
+                    Ok(Peer::NodePort {
+                        service: object(kind, "service", svc)?,
+                        node,
+                    })
                 }
                 "host" => Ok(Peer::Host(name("host", rest, false)?)),
                 "node" => Ok(Peer::Node(name("node", rest, false)?)),
                 "external" => Ok(Peer::External(name("external client", rest, false)?)),
                 other => Err(format!(
                     "unknown peer kind `{other}:` in `{s}`: use one of {}{}",
-                    KINDS.iter().map(|k| format!("{k}:")).collect::<Vec<_>>().join(", "),
+                    KINDS
+                        .iter()
+                        .map(|k| format!("{k}:"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     did_you_mean(other, KINDS)
                 )),
             };
@@ -155,12 +192,25 @@ impl FromStr for Peer {
                 "bad peer `{s}`: write NAMESPACE/POD (x/a, x/*, */*) or KIND:NAME (svc:x/s, host:cloud-db, external:client, node:node-1, nodeport:x/s, lb:x/s, ingress:x/i)"
             ));
         };
-        let namespace = if ns == "*" { NamePattern::Any } else { NamePattern::Exact(name("namespace", ns, false)?) };
-        let pod = if pod == "*" { NamePattern::Any } else { NamePattern::Exact(name("pod", pod, true)?) };
+        let namespace = if ns == "*" {
+            NamePattern::Any
+        } else {
+            NamePattern::Exact(name("namespace", ns, false)?)
+        };
+        let pod = if pod == "*" {
+            NamePattern::Any
+        } else {
+            NamePattern::Exact(name("pod", pod, true)?)
+        };
         if namespace == NamePattern::Any && pod != NamePattern::Any {
-            return Err(format!("bad peer `{s}`: a namespace wildcard needs a pod wildcard too (`*/*`)"));
+            return Err(format!(
+                "bad peer `{s}`: a namespace wildcard needs a pod wildcard too (`*/*`)"
+            ));
         }
-        Ok(Peer::Pod { namespace, name: pod })
+        Ok(Peer::Pod {
+            namespace,
+            name: pod,
+        })
     }
 }
 
@@ -169,8 +219,14 @@ impl fmt::Display for Peer {
         match self {
             Peer::Pod { namespace, name } => write!(f, "{namespace}/{name}"),
             Peer::Service(o) => write!(f, "svc:{o}"),
-            Peer::NodePort { service, node: None } => write!(f, "nodeport:{service}"),
-            Peer::NodePort { service, node: Some(n) } => write!(f, "nodeport:{service}@{n}"),
+            Peer::NodePort {
+                service,
+                node: None,
+            } => write!(f, "nodeport:{service}"),
+            Peer::NodePort {
+                service,
+                node: Some(n),
+            } => write!(f, "nodeport:{service}@{n}"),
             Peer::LoadBalancer(o) => write!(f, "lb:{o}"),
             Peer::Ingress(o) => write!(f, "ingress:{o}"),
             Peer::Host(h) => write!(f, "host:{h}"),
@@ -213,8 +269,17 @@ mod tests {
     #[test]
     fn round_trips_every_kind() {
         for s in [
-            "x/a", "x/*", "*/*", "svc:x/s-x-a", "nodeport:x/web", "nodeport:x/web@node-2", "lb:blue/web",
-            "ingress:blue/web-ing", "host:cloud-db", "node:node-1", "external:internet-client",
+            "x/a",
+            "x/*",
+            "*/*",
+            "svc:x/s-x-a",
+            "nodeport:x/web",
+            "nodeport:x/web@node-2",
+            "lb:blue/web",
+            "ingress:blue/web-ing",
+            "host:cloud-db",
+            "node:node-1",
+            "external:internet-client",
         ] {
             let p: Peer = s.parse().unwrap();
             assert_eq!(p.to_string(), s);
@@ -224,10 +289,20 @@ mod tests {
     #[test]
     fn rejects_with_hints() {
         assert!("x".parse::<Peer>().unwrap_err().contains("NAMESPACE/POD"));
-        assert!("sv:x/a".parse::<Peer>().unwrap_err().contains("did you mean `svc`"));
+        assert!(
+            "sv:x/a"
+                .parse::<Peer>()
+                .unwrap_err()
+                .contains("did you mean `svc`")
+        );
         assert!("*/a".parse::<Peer>().is_err());
         assert!("X/a".parse::<Peer>().is_err());
-        assert!("svc:x".parse::<Peer>().unwrap_err().contains("svc:NAMESPACE/NAME"));
+        assert!(
+            "svc:x"
+                .parse::<Peer>()
+                .unwrap_err()
+                .contains("svc:NAMESPACE/NAME")
+        );
     }
 
     #[test]

@@ -87,13 +87,22 @@ pub struct PortSpec {
 
 impl PortSpec {
     pub fn tcp(port: u16) -> Self {
-        PortSpec { protocol: Protocol::Tcp, port: Some(PortRef::Number(port)) }
+        PortSpec {
+            protocol: Protocol::Tcp,
+            port: Some(PortRef::Number(port)),
+        }
     }
     pub fn new(protocol: Protocol, port: u16) -> Self {
-        PortSpec { protocol, port: Some(PortRef::Number(port)) }
+        PortSpec {
+            protocol,
+            port: Some(PortRef::Number(port)),
+        }
     }
     pub fn icmp() -> Self {
-        PortSpec { protocol: Protocol::Icmp, port: None }
+        PortSpec {
+            protocol: Protocol::Icmp,
+            port: None,
+        }
     }
 }
 
@@ -110,7 +119,9 @@ impl fmt::Display for PortSpec {
 pub fn is_port_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.chars().any(|c| c.is_ascii_lowercase())
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -139,13 +150,17 @@ impl FromStr for PortSpec {
         }
         if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() {
             match port.parse::<u32>() {
-                Ok(n) if (1..=65535).contains(&n) => {
-                    Ok(PortSpec { protocol: proto, port: Some(PortRef::Number(n as u16)) })
-                }
+                Ok(n) if (1..=65535).contains(&n) => Ok(PortSpec {
+                    protocol: proto,
+                    port: Some(PortRef::Number(n as u16)),
+                }),
                 _ => Err(format!("port {port} is out of range: ports are 1-65535")),
             }
         } else if is_port_name(port) {
-            Ok(PortSpec { protocol: proto, port: Some(PortRef::Name(port.to_string())) })
+            Ok(PortSpec {
+                protocol: proto,
+                port: Some(PortRef::Name(port.to_string())),
+            })
         } else {
             Err(format!(
                 "bad port `{port}` in `{s}`: a port is a number 1-65535 or a port name (lowercase letters, digits and -)"
@@ -187,7 +202,12 @@ pub fn did_you_mean(input: &str, candidates: &[&str]) -> String {
     let lower = input.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| format!(" (did you mean `{c}`?)"))
@@ -201,7 +221,10 @@ mod tests {
     #[test]
     fn parses_the_documented_forms() {
         assert_eq!("TCP/80".parse::<PortSpec>().unwrap(), PortSpec::tcp(80));
-        assert_eq!("udp/53".parse::<PortSpec>().unwrap(), PortSpec::new(Protocol::Udp, 53));
+        assert_eq!(
+            "udp/53".parse::<PortSpec>().unwrap(),
+            PortSpec::new(Protocol::Udp, 53)
+        );
         assert_eq!("80".parse::<PortSpec>().unwrap(), PortSpec::tcp(80));
         assert_eq!("ICMP".parse::<PortSpec>().unwrap(), PortSpec::icmp());
         let named: PortSpec = "TCP/serve-80-tcp".parse().unwrap();
@@ -211,9 +234,19 @@ mod tests {
 
     #[test]
     fn rejects_with_a_hint() {
-        assert!("TCP/70000".parse::<PortSpec>().unwrap_err().contains("1-65535"));
+        assert!(
+            "TCP/70000"
+                .parse::<PortSpec>()
+                .unwrap_err()
+                .contains("1-65535")
+        );
         assert!("TCP/0".parse::<PortSpec>().unwrap_err().contains("1-65535"));
-        assert!("TPC/80".parse::<PortSpec>().unwrap_err().contains("did you mean `TCP`"));
+        assert!(
+            "TPC/80"
+                .parse::<PortSpec>()
+                .unwrap_err()
+                .contains("did you mean `TCP`")
+        );
         assert!("ICMP/8".parse::<PortSpec>().is_err());
         assert!("TCP/Bad_Name".parse::<PortSpec>().is_err());
         assert!("http".parse::<PortSpec>().is_err());

@@ -8,8 +8,21 @@ use crate::port::did_you_mean;
 
 /// Verbs Kubernetes RBAC knows.
 pub const VERBS: &[&str] = &[
-    "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "impersonate", "bind",
-    "escalate", "use", "approve", "sign", "*",
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "impersonate",
+    "bind",
+    "escalate",
+    "use",
+    "approve",
+    "sign",
+    "*",
 ];
 
 /// One authorization question.
@@ -34,11 +47,19 @@ impl FromStr for RbacRequest {
     fn from_str(s: &str) -> Result<Self, String> {
         let hint = "write VERB RESOURCE[/SUBRESOURCE] [NAME] [-n NAMESPACE], e.g. `get pods -n blue` or `delete namespaces`";
         let mut words = s.split_whitespace();
-        let verb = words.next().ok_or_else(|| format!("empty RBAC request: {hint}"))?.to_string();
+        let verb = words
+            .next()
+            .ok_or_else(|| format!("empty RBAC request: {hint}"))?
+            .to_string();
         if !VERBS.contains(&verb.as_str()) {
-            return Err(format!("unknown verb `{verb}` in `{s}`{}: {hint}", did_you_mean(&verb, VERBS)));
+            return Err(format!(
+                "unknown verb `{verb}` in `{s}`{}: {hint}",
+                did_you_mean(&verb, VERBS)
+            ));
         }
-        let target = words.next().ok_or_else(|| format!("`{s}` names no resource: {hint}"))?;
+        let target = words
+            .next()
+            .ok_or_else(|| format!("`{s}` names no resource: {hint}"))?;
         let mut req = RbacRequest {
             verb,
             resource: None,
@@ -60,7 +81,9 @@ impl FromStr for RbacRequest {
                 None => (res, None),
             };
             if res.is_empty() || !res.chars().all(|c| c.is_ascii_lowercase() || c == '*') {
-                return Err(format!("bad resource `{target}` in `{s}`: use the plural lowercase name, e.g. pods, networkpolicies"));
+                return Err(format!(
+                    "bad resource `{target}` in `{s}`: use the plural lowercase name, e.g. pods, networkpolicies"
+                ));
             }
             req.resource = Some(res.to_string());
             req.subresource = sub;
@@ -69,12 +92,20 @@ impl FromStr for RbacRequest {
         while let Some(w) = words.next() {
             match w {
                 "-n" | "--namespace" => {
-                    let ns = words.next().ok_or_else(|| format!("`{w}` needs a namespace in `{s}`"))?;
+                    let ns = words
+                        .next()
+                        .ok_or_else(|| format!("`{w}` needs a namespace in `{s}`"))?;
                     req.namespace = Some(ns.to_string());
                 }
                 "-A" | "--all-namespaces" => req.namespace = None,
-                w if w.starts_with("--namespace=") => req.namespace = Some(w["--namespace=".len()..].to_string()),
-                w if w.starts_with('-') => return Err(format!("unknown option `{w}` in `{s}`: only -n NAMESPACE and -A are understood")),
+                w if w.starts_with("--namespace=") => {
+                    req.namespace = Some(w["--namespace=".len()..].to_string())
+                }
+                w if w.starts_with('-') => {
+                    return Err(format!(
+                        "unknown option `{w}` in `{s}`: only -n NAMESPACE and -A are understood"
+                    ));
+                }
                 w if req.name.is_none() && req.path.is_none() => req.name = Some(w.to_string()),
                 w => return Err(format!("unexpected `{w}` in `{s}`: {hint}")),
             }
@@ -108,7 +139,12 @@ impl fmt::Display for RbacRequest {
     }
 }
 
-crate::string_serde!(RbacRequest, "RbacRequest", "VERB RESOURCE[/SUBRESOURCE][.GROUP] [NAME] [-n NAMESPACE], or VERB /URL-PATH.", "^\\S+ \\S+.*$");
+crate::string_serde!(
+    RbacRequest,
+    "RbacRequest",
+    "VERB RESOURCE[/SUBRESOURCE][.GROUP] [NAME] [-n NAMESPACE], or VERB /URL-PATH.",
+    "^\\S+ \\S+.*$"
+);
 
 #[cfg(test)]
 mod tests {
@@ -123,16 +159,26 @@ mod tests {
         let r: RbacRequest = "get pods/log web -n x".parse().unwrap();
         assert_eq!(r.subresource.as_deref(), Some("log"));
         assert_eq!(r.name.as_deref(), Some("web"));
-        let r: RbacRequest = "create networkpolicies.networking.k8s.io -n blue".parse().unwrap();
+        let r: RbacRequest = "create networkpolicies.networking.k8s.io -n blue"
+            .parse()
+            .unwrap();
         assert_eq!(r.group.as_deref(), Some("networking.k8s.io"));
-        assert_eq!(r.to_string(), "create networkpolicies.networking.k8s.io -n blue");
+        assert_eq!(
+            r.to_string(),
+            "create networkpolicies.networking.k8s.io -n blue"
+        );
         let r: RbacRequest = "get /healthz".parse().unwrap();
         assert_eq!(r.path.as_deref(), Some("/healthz"));
     }
 
     #[test]
     fn rejects_with_hints() {
-        assert!("gte pods".parse::<RbacRequest>().unwrap_err().contains("did you mean `get`"));
+        assert!(
+            "gte pods"
+                .parse::<RbacRequest>()
+                .unwrap_err()
+                .contains("did you mean `get`")
+        );
         assert!("get".parse::<RbacRequest>().is_err());
         assert!("get pods -n".parse::<RbacRequest>().is_err());
         assert!("get Pods".parse::<RbacRequest>().is_err());

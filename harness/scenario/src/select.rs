@@ -19,10 +19,17 @@ impl LabelExpr {
     /// A message naming the position and what was expected.
     pub fn parse(s: &str) -> Result<LabelExpr, String> {
         let toks = lex(s)?;
-        let mut p = Parser { toks, pos: 0, src: s };
+        let mut p = Parser {
+            toks,
+            pos: 0,
+            src: s,
+        };
         let e = p.or()?;
         if p.pos < p.toks.len() {
-            return Err(format!("unexpected `{}` in label expression `{s}`", p.toks[p.pos]));
+            return Err(format!(
+                "unexpected `{}` in label expression `{s}`",
+                p.toks[p.pos]
+            ));
         }
         Ok(e)
     }
@@ -66,12 +73,18 @@ fn lex(s: &str) -> Result<Vec<String>, String> {
             }
             c if c.is_ascii_alphanumeric() || "-_./".contains(c) => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "-_./".contains(chars[i])) {
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || "-_./".contains(chars[i]))
+                {
                     i += 1;
                 }
                 out.push(chars[start..i].iter().collect());
             }
-            other => return Err(format!("unexpected `{other}` in label expression `{s}`: use labels, !, &&, ||, commas and parentheses")),
+            other => {
+                return Err(format!(
+                    "unexpected `{other}` in label expression `{s}`: use labels, !, &&, ||, commas and parentheses"
+                ));
+            }
         }
     }
     if out.is_empty() {

@@ -58,37 +58,65 @@ impl TruthTable {
     /// A [`TableError`] positioned at the offending token: an unknown symbol, a row with too
     /// few or too many cells, a bad or repeated peer, a table with no rows.
     pub fn parse(text: &str) -> Result<TruthTable, TableError> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let Some((hline, header)) = lines.next() else {
             return Err(TableError { line: 0, column: 0, message: "the truth table is empty: write a header row of destination peers, then one row per source".into() });
         };
         let mut htoks = tokens(header);
-        if htoks.first().is_some_and(|(_, t)| *t == "-" || *t == "." || t.parse::<Peer>().is_err() && !t.contains('/')) {
+        if htoks.first().is_some_and(|(_, t)| {
+            *t == "-" || *t == "." || t.parse::<Peer>().is_err() && !t.contains('/')
+        }) {
             htoks.remove(0);
         }
         let mut columns = Vec::new();
         for (col, tok) in &htoks {
-            let peer = tok.parse::<Peer>().map_err(|e| TableError { line: hline, column: *col, message: format!("bad column peer: {e}") })?;
+            let peer = tok.parse::<Peer>().map_err(|e| TableError {
+                line: hline,
+                column: *col,
+                message: format!("bad column peer: {e}"),
+            })?;
             if columns.contains(&peer) {
-                return Err(TableError { line: hline, column: *col, message: format!("column `{tok}` appears twice") });
+                return Err(TableError {
+                    line: hline,
+                    column: *col,
+                    message: format!("column `{tok}` appears twice"),
+                });
             }
             columns.push(peer);
         }
         if columns.is_empty() {
-            return Err(TableError { line: hline, column: 0, message: "the header row names no destination peers: write `-  x/a x/b ...`".into() });
+            return Err(TableError {
+                line: hline,
+                column: 0,
+                message: "the header row names no destination peers: write `-  x/a x/b ...`".into(),
+            });
         }
         let mut rows = Vec::new();
         let mut cells = BTreeMap::new();
         for (lno, line) in lines {
             let toks = tokens(line);
             let (col0, first) = toks[0];
-            let peer = first.parse::<Peer>().map_err(|e| TableError { line: lno, column: col0, message: format!("bad row peer: {e}") })?;
+            let peer = first.parse::<Peer>().map_err(|e| TableError {
+                line: lno,
+                column: col0,
+                message: format!("bad row peer: {e}"),
+            })?;
             if rows.contains(&peer) {
-                return Err(TableError { line: lno, column: col0, message: format!("row `{first}` appears twice") });
+                return Err(TableError {
+                    line: lno,
+                    column: col0,
+                    message: format!("row `{first}` appears twice"),
+                });
             }
             let symbols = &toks[1..];
             if symbols.len() != columns.len() {
-                let at = symbols.get(columns.len()).map(|(c, _)| *c).unwrap_or(line.trim_end().len());
+                let at = symbols
+                    .get(columns.len())
+                    .map(|(c, _)| *c)
+                    .unwrap_or(line.trim_end().len());
                 return Err(TableError {
                     line: lno,
                     column: at,
@@ -111,7 +139,9 @@ impl TruthTable {
                         return Err(TableError {
                             line: lno,
                             column: *col,
-                            message: format!("unknown cell `{other}`: use . (allow), X (deny), D (drop), R (reject) or ? (not checked)"),
+                            message: format!(
+                                "unknown cell `{other}`: use . (allow), X (deny), D (drop), R (reject) or ? (not checked)"
+                            ),
                         });
                     }
                 };
@@ -120,9 +150,17 @@ impl TruthTable {
             rows.push(peer);
         }
         if rows.is_empty() {
-            return Err(TableError { line: hline, column: 0, message: "the truth table has a header but no rows".into() });
+            return Err(TableError {
+                line: hline,
+                column: 0,
+                message: "the truth table has a header but no rows".into(),
+            });
         }
-        Ok(TruthTable { rows, columns, cells })
+        Ok(TruthTable {
+            rows,
+            columns,
+            cells,
+        })
     }
 
     /// The cell for a (row peer, column peer), if both are in the table.
@@ -160,8 +198,14 @@ mod tests {
         let t = TruthTable::parse("-   x/a x/b\nx/a X   .\nx/b .   ?\n").unwrap();
         assert_eq!(t.rows.len(), 2);
         let (a, b): (Peer, Peer) = ("x/a".parse().unwrap(), "x/b".parse().unwrap());
-        assert_eq!(t.get(&a, &a), Some(TableCell::Expect(ExpectedVerdict::Deny)));
-        assert_eq!(t.get(&a, &b), Some(TableCell::Expect(ExpectedVerdict::Allow)));
+        assert_eq!(
+            t.get(&a, &a),
+            Some(TableCell::Expect(ExpectedVerdict::Deny))
+        );
+        assert_eq!(
+            t.get(&a, &b),
+            Some(TableCell::Expect(ExpectedVerdict::Allow))
+        );
         assert_eq!(t.get(&b, &b), Some(TableCell::DontCare));
     }
 

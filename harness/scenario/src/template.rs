@@ -25,14 +25,25 @@ pub enum Binding {
     IngressIp(ObjectName),
 }
 
-const FUNCTIONS: &[&str] = &["podIP", "serviceIP", "nodePort", "cidr", "nodeIP", "hostIP", "lbIP", "ingressIP"];
+const FUNCTIONS: &[&str] = &[
+    "podIP",
+    "serviceIP",
+    "nodePort",
+    "cidr",
+    "nodeIP",
+    "hostIP",
+    "lbIP",
+    "ingressIP",
+];
 
 impl Binding {
     /// The object this binding waits for, as `kind ns/name`.
     pub fn subject(&self) -> String {
         match self {
             Binding::PodIp(o) | Binding::Cidr(o, _) => format!("pod {o}"),
-            Binding::ServiceIp(o) | Binding::NodePort(o, _) | Binding::LoadBalancerIp(o) => format!("service {o}"),
+            Binding::ServiceIp(o) | Binding::NodePort(o, _) | Binding::LoadBalancerIp(o) => {
+                format!("service {o}")
+            }
             Binding::IngressIp(o) => format!("ingress {o}"),
             Binding::NodeIp(n) => format!("node {n}"),
             Binding::HostIp(h) => format!("fabric host {h}"),
@@ -83,35 +94,71 @@ pub struct TemplateError {
 fn object(func: &str, arg: Option<&str>, offset: usize) -> Result<ObjectName, TemplateError> {
     let err = |m: String| TemplateError { offset, message: m };
     let arg = arg.ok_or_else(|| err(format!("`{func}` needs NAMESPACE/NAME")))?;
-    let (ns, name) = arg.split_once('/').ok_or_else(|| err(format!("`{func} {arg}`: write NAMESPACE/NAME")))?;
+    let (ns, name) = arg
+        .split_once('/')
+        .ok_or_else(|| err(format!("`{func} {arg}`: write NAMESPACE/NAME")))?;
     if !crate::peer::is_dns_label(ns) || !crate::peer::is_dns_subdomain(name) {
         return Err(err(format!("`{func} {arg}`: not a valid NAMESPACE/NAME")));
     }
-    Ok(ObjectName { namespace: ns.into(), name: name.into() })
+    Ok(ObjectName {
+        namespace: ns.into(),
+        name: name.into(),
+    })
 }
 
 fn parse_binding(expr: &str, offset: usize) -> Result<Binding, TemplateError> {
     let err = |m: String| TemplateError { offset, message: m };
     let words: Vec<&str> = expr.split_whitespace().collect();
     let Some((&func, args)) = words.split_first() else {
-        return Err(err(format!("empty binding `{{{{ }}}}`: use one of {}", FUNCTIONS.join(", "))));
+        return Err(err(format!(
+            "empty binding `{{{{ }}}}`: use one of {}",
+            FUNCTIONS.join(", ")
+        )));
     };
     let arity = |n: usize| -> Result<(), TemplateError> {
         if args.len() == n {
             Ok(())
         } else {
-            Err(err(format!("`{func}` takes {n} argument{}, got {}", if n == 1 { "" } else { "s" }, args.len())))
+            Err(err(format!(
+                "`{func}` takes {n} argument{}, got {}",
+                if n == 1 { "" } else { "s" },
+                args.len()
+            )))
         }
     };
     let name = |kind: &str| -> Result<String, TemplateError> {
         let a = args[0];
-        if crate::peer::is_dns_label(a) { Ok(a.to_string()) } else { Err(err(format!("bad {kind} name `{a}`"))) }
+        if crate::peer::is_dns_label(a) {
+            Ok(a.to_string())
+        } else {
+            Err(err(format!("bad {kind} name `{a}`")))
+        }
     };
     match func {
-        "podIP" => arity(1).and_then(|_| Ok(Binding::PodIp(object(func, args.first().copied(), offset)?))),
-        "serviceIP" => arity(1).and_then(|_| Ok(Binding::ServiceIp(object(func, args.first().copied(), offset)?))),
-        "lbIP" => arity(1).and_then(|_| Ok(Binding::LoadBalancerIp(object(func, args.first().copied(), offset)?))),
-        "ingressIP" => arity(1).and_then(|_| Ok(Binding::IngressIp(object(func, args.first().copied(), offset)?))),
+        "podIP" => {
+            arity(1).and_then(|_| Ok(Binding::PodIp(object(func, args.first().copied(), offset)?)))
+        }
+        "serviceIP" => arity(1).and_then(|_| {
+            Ok(Binding::ServiceIp(object(
+                func,
+                args.first().copied(),
+                offset,
+            )?))
+        }),
+        "lbIP" => arity(1).and_then(|_| {
+            Ok(Binding::LoadBalancerIp(object(
+                func,
+                args.first().copied(),
+                offset,
+            )?))
+        }),
+        "ingressIP" => arity(1).and_then(|_| {
+            Ok(Binding::IngressIp(object(
+                func,
+                args.first().copied(),
+                offset,
+            )?))
+        }),
         "nodeIP" => arity(1).and_then(|_| Ok(Binding::NodeIp(name("node")?))),
         "hostIP" => arity(1).and_then(|_| Ok(Binding::HostIp(name("fabric host")?))),
         "nodePort" => {
@@ -120,7 +167,12 @@ fn parse_binding(expr: &str, offset: usize) -> Result<Binding, TemplateError> {
             let port = match args[1].parse::<u16>() {
                 Ok(n) => PortRef::Number(n),
                 Err(_) if crate::port::is_port_name(args[1]) => PortRef::Name(args[1].into()),
-                Err(_) => return Err(err(format!("`nodePort`: `{}` is neither a port number nor a port name", args[1]))),
+                Err(_) => {
+                    return Err(err(format!(
+                        "`nodePort`: `{}` is neither a port number nor a port name",
+                        args[1]
+                    )));
+                }
             };
             Ok(Binding::NodePort(svc, port))
         }
@@ -129,10 +181,17 @@ fn parse_binding(expr: &str, offset: usize) -> Result<Binding, TemplateError> {
             let pod = object(func, Some(args[0]), offset)?;
             match args[1].parse::<u8>() {
                 Ok(l) if l <= 32 => Ok(Binding::Cidr(pod, l)),
-                _ => Err(err(format!("`cidr`: prefix length `{}` must be 0-32", args[1]))),
+                _ => Err(err(format!(
+                    "`cidr`: prefix length `{}` must be 0-32",
+                    args[1]
+                ))),
             }
         }
-        other => Err(err(format!("unknown binding `{other}`: use one of {}{}", FUNCTIONS.join(", "), did_you_mean(other, FUNCTIONS)))),
+        other => Err(err(format!(
+            "unknown binding `{other}`: use one of {}{}",
+            FUNCTIONS.join(", "),
+            did_you_mean(other, FUNCTIONS)
+        ))),
     }
 }
 
@@ -176,13 +235,16 @@ impl Template {
     }
 
     /// Render with `resolve`; a lone numeric binding becomes a JSON number.
-    pub fn render<E>(&self, resolve: &mut dyn FnMut(&Binding) -> Result<String, E>) -> Result<serde_json::Value, E> {
+    pub fn render<E>(
+        &self,
+        resolve: &mut dyn FnMut(&Binding) -> Result<String, E>,
+    ) -> Result<serde_json::Value, E> {
         if let [Part::Binding(b)] = self.parts.as_slice() {
             let v = resolve(b)?;
-            if b.is_numeric() {
-                if let Ok(n) = v.parse::<u64>() {
-                    return Ok(serde_json::Value::from(n));
-                }
+            if b.is_numeric()
+                && let Ok(n) = v.parse::<u64>()
+            {
+                return Ok(serde_json::Value::from(n));
             }
             return Ok(serde_json::Value::String(v));
         }
@@ -231,11 +293,15 @@ where
             Some(t) => t.render(resolve)?,
             None => value.clone(),
         },
-        serde_json::Value::Array(a) => {
-            serde_json::Value::Array(a.iter().map(|x| render_value(x, resolve)).collect::<Result<_, _>>()?)
-        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(
+            a.iter()
+                .map(|x| render_value(x, resolve))
+                .collect::<Result<_, _>>()?,
+        ),
         serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.iter().map(|(k, x)| Ok((k.clone(), render_value(x, resolve)?))).collect::<Result<_, E>>()?,
+            m.iter()
+                .map(|(k, x)| Ok((k.clone(), render_value(x, resolve)?)))
+                .collect::<Result<_, E>>()?,
         ),
         _ => value.clone(),
     })
@@ -260,9 +326,24 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_change() {
-        assert!(Template::parse("{{ podIp x/b }}").unwrap_err().message.contains("did you mean `podIP`"));
-        assert!(Template::parse("{{ podIP x/b").unwrap_err().message.contains("unterminated"));
-        assert!(Template::parse("{{ cidr x/b 40 }}").unwrap_err().message.contains("0-32"));
+        assert!(
+            Template::parse("{{ podIp x/b }}")
+                .unwrap_err()
+                .message
+                .contains("did you mean `podIP`")
+        );
+        assert!(
+            Template::parse("{{ podIP x/b")
+                .unwrap_err()
+                .message
+                .contains("unterminated")
+        );
+        assert!(
+            Template::parse("{{ cidr x/b 40 }}")
+                .unwrap_err()
+                .message
+                .contains("0-32")
+        );
         assert!(Template::parse("{{ podIP xb }}").is_err());
         let e = Template::parse("ab{{ nope }}").unwrap_err();
         assert_eq!(e.offset, 2);

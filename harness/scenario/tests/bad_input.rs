@@ -15,7 +15,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
     ("bad-duration.yaml", 8, 19, "bad duration"),
     ("bad-peer.yaml", 6, 24, "bad peer `xa`"),
     ("bad-rbac-request.yaml", 7, 21, "did you mean `get`"),
-    ("bad-table-row.yaml", 10, 25, "has 3 cells but the header has 2 columns"),
+    (
+        "bad-table-row.yaml",
+        10,
+        25,
+        "has 3 cells but the header has 2 columns",
+    ),
     ("bad-yaml.yaml", 1, 7, "expected string"),
     ("deep-nesting.yaml", 6, 0, "nests too deeply"),
     ("duplicate-keys.yaml", 3, 1, "duplicate key `name`"),
@@ -25,7 +30,12 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
     ("include-cycle.yaml", 1, 1, "include cycle"),
     ("label-not-string.yaml", 3, 5, "not a string"),
     ("manifest-without-kind.yaml", 3, 5, "without `kind`"),
-    ("manifest-without-name.yaml", 3, 5, "without `metadata.name`"),
+    (
+        "manifest-without-name.yaml",
+        3,
+        5,
+        "without `metadata.name`",
+    ),
     ("missing-include.yaml", 3, 5, "does not exist"),
     ("multiple-documents.yaml", 3, 1, "one YAML document"),
     ("not-a-mapping.yaml", 1, 1, "mapping"),
@@ -35,8 +45,18 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
     ("table-and-verdict.yaml", 5, 9, "both `verdict` and `table`"),
     ("tabs.yaml", 3, 2, "tabs"),
     ("undeclared-host.yaml", 5, 9, "`host:nope` is not declared"),
-    ("unknown-check-kind.yaml", 5, 9, "unknown value `reachabilty`"),
-    ("unknown-fault.yaml", 3, 12, "unknown value `isolation-leek`"),
+    (
+        "unknown-check-kind.yaml",
+        5,
+        9,
+        "unknown value `reachabilty`",
+    ),
+    (
+        "unknown-fault.yaml",
+        3,
+        12,
+        "unknown value `isolation-leek`",
+    ),
     ("unknown-field.yaml", 1, 1, "unknown field `nmae`"),
     ("unknown-nested-field.yaml", 7, 11, "unknown field `prots`"),
     ("unknown-protocol.yaml", 7, 19, "did you mean `TCP`"),
@@ -58,15 +78,29 @@ fn every_bad_file_is_positioned_and_hinted() {
             Ok(_) => panic!("{file}: loaded, but it is malformed"),
             Err(e) => e,
         };
-        assert!(started.elapsed() < Duration::from_secs(2), "{file}: took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{file}: took {:?}",
+            started.elapsed()
+        );
         assert_eq!(err.line, *line, "{file}: line of {err}");
         if *column > 0 {
             assert_eq!(err.column, *column, "{file}: column of {err}");
         }
-        assert!(err.message.contains(fragment), "{file}: message `{}` lacks `{fragment}`", err.message);
-        assert!(err.hint.as_deref().is_some_and(|h| !h.is_empty()), "{file}: no hint in {err}");
+        assert!(
+            err.message.contains(fragment),
+            "{file}: message `{}` lacks `{fragment}`",
+            err.message
+        );
+        assert!(
+            err.hint.as_deref().is_some_and(|h| !h.is_empty()),
+            "{file}: no hint in {err}"
+        );
         let rendered = err.to_string();
-        assert!(rendered.contains(&format!("{}:{}", err.file.display(), err.line)), "{file}: {rendered}");
+        assert!(
+            rendered.contains(&format!("{}:{}", err.file.display(), err.line)),
+            "{file}: {rendered}"
+        );
     }
 }
 
@@ -81,7 +115,10 @@ fn the_corpus_has_no_untested_file() {
     names.sort();
     let listed: Vec<&str> = EXPECTED.iter().map(|e| e.0).collect();
     for n in &names {
-        assert!(listed.contains(&n.as_str()), "{n} is in tests/bad but not in EXPECTED");
+        assert!(
+            listed.contains(&n.as_str()),
+            "{n} is in tests/bad but not in EXPECTED"
+        );
     }
 }
 

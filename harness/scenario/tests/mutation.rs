@@ -10,15 +10,17 @@ fn valid_scenarios() -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() && !p.ends_with("fixtures") {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "yaml") {
-                if let Ok(t) = std::fs::read_to_string(&p) {
-                    out.push((p, t));
-                }
+            } else if p.extension().is_some_and(|x| x == "yaml")
+                && let Ok(t) = std::fs::read_to_string(&p)
+            {
+                out.push((p, t));
             }
         }
     }
@@ -39,7 +41,31 @@ enum Mutation {
     InsertToken(usize, &'static str),
 }
 
-const TOKENS: &[&str] = &["*a", "&a", "{{", "}}", "- ", ": ", "[", "]", "{", "}", "\t", "'", "\"", "|", ">", "---\n", "!!binary ", "<<: *a", "~", "null", "0x", "\u{feff}", "%YAML 1.2\n"];
+const TOKENS: &[&str] = &[
+    "*a",
+    "&a",
+    "{{",
+    "}}",
+    "- ",
+    ": ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\t",
+    "'",
+    "\"",
+    "|",
+    ">",
+    "---\n",
+    "!!binary ",
+    "<<: *a",
+    "~",
+    "null",
+    "0x",
+    "\u{feff}",
+    "%YAML 1.2\n",
+];
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
@@ -50,7 +76,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         any::<usize>().prop_map(Mutation::DuplicateLine),
         (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
         (any::<usize>(), 0usize..6).prop_map(|(a, b)| Mutation::IndentLine(a, b)),
-        (any::<usize>(), proptest::sample::select(TOKENS)).prop_map(|(a, t)| Mutation::InsertToken(a, t)),
+        (any::<usize>(), proptest::sample::select(TOKENS))
+            .prop_map(|(a, t)| Mutation::InsertToken(a, t)),
     ]
 }
 
@@ -85,7 +112,9 @@ fn apply(text: &str, muts: &[Mutation]) -> Vec<u8> {
                         let b = j % lines.len();
                         lines.swap(a, b);
                     }
-                    Mutation::IndentLine(_, k) => lines[a] = format!("{}{}", " ".repeat(k), lines[a]),
+                    Mutation::IndentLine(_, k) => {
+                        lines[a] = format!("{}{}", " ".repeat(k), lines[a])
+                    }
                     _ => {}
                 }
                 bytes = lines.join("\n").into_bytes();

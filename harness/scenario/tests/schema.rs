@@ -18,7 +18,8 @@ fn committed_schema_is_in_sync() {
 
 #[test]
 fn schema_is_draft_2020_12_and_strict() {
-    let v: serde_json::Value = serde_json::from_str(&harness_scenario::schema::scenario_schema_json()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&harness_scenario::schema::scenario_schema_json()).unwrap();
     assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
     assert_eq!(v["additionalProperties"], false);
     assert!(v["properties"]["steps"].is_object());
