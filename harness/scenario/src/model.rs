@@ -405,7 +405,7 @@ impl JsonSchema for ResourceEntry {
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A plain Kubernetes manifest exactly as `kubectl apply` takes it, or `include: PATH` of a fixture file (multi-document YAML) relative to this file. String values may use bindings: {{ podIP NS/POD }}, {{ serviceIP NS/SVC }}, {{ nodePort NS/SVC PORT }}, {{ cidr NS/POD PREFIXLEN }}, {{ nodeIP NODE }}, {{ hostIP HOST }}.",
+            "description": "A plain Kubernetes manifest exactly as `kubectl apply` takes it, or `include: PATH` of a fixture file (multi-document YAML) relative to this file. String values may use bindings: {{ podIP NS/POD }}, {{ serviceIP NS/SVC }}, {{ nodePort NS/SVC PORT }}, {{ cidr NS/POD PREFIXLEN }}, {{ nodeIP NODE }}, {{ hostIP HOST }}, {{ lbIP NS/SVC }}, {{ ingressIP NS/ING }}.",
             "oneOf": [
                 {
                     "type": "object",

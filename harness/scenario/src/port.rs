@@ -190,7 +190,7 @@ impl schemars::JsonSchema for PortSpec {
         schemars::json_schema!({
             "description": "PROTOCOL/PORT: TCP/80, UDP/53, SCTP/9000, a named port such as TCP/serve-80-tcp, or ICMP. A bare number means TCP.",
             "anyOf": [
-                {"type": "string", "pattern": "^((?i:TCP|UDP|SCTP)/([0-9]{1,5}|[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?)|(?i:ICMP)|[0-9]{1,5})$"},
+                {"type": "string", "pattern": "^((?i:TCP|UDP|SCTP)/([0-9]{1,5}|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)|(?i:ICMP)|[0-9]{1,5})$"},
                 {"type": "integer", "minimum": 1, "maximum": 65535}
             ]
         })

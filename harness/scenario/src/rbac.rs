@@ -142,7 +142,7 @@ impl fmt::Display for RbacRequest {
 crate::string_serde!(
     RbacRequest,
     "RbacRequest",
-    "VERB RESOURCE[/SUBRESOURCE][.GROUP] [NAME] [-n NAMESPACE], or VERB /URL-PATH.",
+    "VERB RESOURCE[.GROUP][/SUBRESOURCE] [NAME] [-n NAMESPACE], or VERB /URL-PATH.",
     "^\\S+ \\S+.*$"
 );
 

@@ -1,0 +1,124 @@
+//! Command-line arguments (clap derive). Every verb's `--help` ends with an example.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Conformance and end-to-end tests for Kubernetes networked by Contrail (Tungsten Fabric).
+///
+/// Exit codes: 0 all passed, 1 a check failed, 2 bad input (scenario or arguments),
+/// 3 infrastructure error, 130 interrupted.
+#[derive(Parser, Debug)]
+#[command(
+    name = "harness",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate scenario files or directories (exit 0 when all are valid, 2 otherwise).
+    #[command(
+        after_help = "Example:\n  harness lint scenarios/\n  harness lint scenarios/examples/netpol-deny-all.yaml"
+    )]
+    Lint(LintArgs),
+    /// List the cases (scenarios and their checks) with their labels.
+    #[command(
+        after_help = "Example:\n  harness list scenarios/ --label 'netpol && !slow'\n  harness list scenarios/ --only isolation --json"
+    )]
+    List(ListArgs),
+    /// Print the JSON Schema (draft 2020-12) of the scenario language.
+    #[command(
+        after_help = "Example:\n  harness schema > schema/scenario.schema.json\n\nPoint editors at it from a scenario file:\n  # yaml-language-server: $schema=../../schema/scenario.schema.json"
+    )]
+    Schema(SchemaArgs),
+    /// Print the expected truth tables and the oracle's explanations for every reachability
+    /// check of a scenario — before any cluster exists.
+    #[command(
+        after_help = "Example:\n  harness plan scenarios/examples/netpol-deny-all.yaml\n  harness plan scenarios/examples/netpol-deny-all.yaml --contrail-profile r5.0 --explain denied"
+    )]
+    Plan(PlanArgs),
+    /// Measure the harness's own speed (oracle, scenario loading) and print the figures.
+    #[command(after_help = "Example:\n  harness bench\n  harness bench oracle --quick")]
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LintArgs {
+    /// Scenario files or directories (searched recursively; `fixtures/` directories are skipped).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print nothing for valid files.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Only cases whose labels match this expression (`netpol && !slow`, `a || b`, `a, b`).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Only cases whose scenario name or check id matches this regular expression.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Which cells `plan` explains.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExplainCells {
+    /// Every cell.
+    All,
+    /// Only cells that are not allowed.
+    Denied,
+    /// No explanations, tables only.
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Semantics profile the oracle evaluates (defaults to the scenario's `contrail.profile`).
+    #[arg(long, value_name = "upstream|r5.0")]
+    pub contrail_profile: Option<String>,
+    /// Which cells to explain.
+    #[arg(long, value_enum, default_value = "all")]
+    pub explain: ExplainCells,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `bench` measures.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchTarget {
+    All,
+    Oracle,
+    Scenario,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(value_enum, default_value = "all")]
+    pub target: BenchTarget,
+    /// Fewer repetitions (a smoke run; figures are noisier).
+    #[arg(long)]
+    pub quick: bool,
+}

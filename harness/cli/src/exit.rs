@@ -1,0 +1,19 @@
+//! Exit codes: a contract with users' CI scripts.
+
+/// The process exit codes of every verb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(i32)]
+pub enum Exit {
+    /// Everything passed.
+    Ok = 0,
+    /// A check failed (`plan` and `lint` never judge a cluster; `run` will).
+    #[allow(dead_code)]
+    CheckFailed = 1,
+    /// Bad input: a scenario or the arguments.
+    BadInput = 2,
+    /// Infrastructure error: could not stand up, or inconclusive cells.
+    Infrastructure = 3,
+    /// Interrupted (after cleanup).
+    #[allow(dead_code)]
+    Interrupted = 130,
+}
