@@ -647,7 +647,12 @@ fn validate(s: &Scenario, text: &str, path: &Path) -> Result<(), Diagnostic> {
                 "name the step in words: the name becomes part of its checks' ids",
             ));
         }
-        for l in step.label.iter().map(|l| &l.target).chain(step.unlabel.iter().map(|u| &u.target)) {
+        for l in step
+            .label
+            .iter()
+            .map(|l| &l.target)
+            .chain(step.unlabel.iter().map(|u| &u.target))
+        {
             if let crate::model::LabelTarget::Node(n) = l
                 && !nodes.contains(n)
             {
@@ -662,7 +667,10 @@ fn validate(s: &Scenario, text: &str, path: &Path) -> Result<(), Diagnostic> {
             if !is_pod_name(&c.instance) {
                 return Err(here(
                     &step.origin,
-                    format!("service chain `{}`: instance `{}` is not NAMESPACE/POD", c.name, c.instance),
+                    format!(
+                        "service chain `{}`: instance `{}` is not NAMESPACE/POD",
+                        c.name, c.instance
+                    ),
                     "name the pod that acts as the service instance, e.g. blue/fw",
                 ));
             }
@@ -857,17 +865,24 @@ fn validate_reachability(
         }
     }
     if let Some(e) = r.except.iter().find(|e| {
-        !sources.iter().any(|p| peer_covers(p, &e.from)) || !dests.iter().any(|p| peer_covers(p, &e.to))
+        !sources.iter().any(|p| peer_covers(p, &e.from))
+            || !dests.iter().any(|p| peer_covers(p, &e.to))
     }) {
         return Err(err(
-            format!("the exception {} -> {} is outside the check's matrix", e.from, e.to),
+            format!(
+                "the exception {} -> {} is outside the check's matrix",
+                e.from, e.to
+            ),
             "an exception names a cell of this check: its from among the sources, its to among the destinations",
         ));
     }
     if let Some(path) = &r.path {
         if let Some(b) = &path.backends {
             if let Some(bad) = b.exactly.iter().find(|p| !is_pod_name(p)) {
-                return Err(err(format!("backend `{bad}` is not NAMESPACE/POD"), "list backend pods as NAMESPACE/POD"));
+                return Err(err(
+                    format!("backend `{bad}` is not NAMESPACE/POD"),
+                    "list backend pods as NAMESPACE/POD",
+                ));
             }
             if !dests.iter().all(|d| {
                 matches!(
@@ -911,20 +926,34 @@ fn validate_reachability(
 
 /// Whether `s` is `NAMESPACE/POD` with valid names.
 fn is_pod_name(s: &str) -> bool {
-    s.split_once('/').is_some_and(|(ns, n)| crate::peer::is_dns_label(ns) && crate::peer::is_dns_subdomain(n))
+    s.split_once('/')
+        .is_some_and(|(ns, n)| crate::peer::is_dns_label(ns) && crate::peer::is_dns_subdomain(n))
 }
 
 /// Whether a (possibly wildcard) peer of the check stands for the peer an exception names.
 fn peer_covers(check_peer: &Peer, named: &Peer) -> bool {
     match (check_peer, named) {
-        (Peer::Pod { namespace, name }, Peer::Pod { namespace: ns2, name: n2 }) => {
-            let part = |pat: &crate::peer::NamePattern, other: &crate::peer::NamePattern| match other {
-                crate::peer::NamePattern::Exact(x) => pat.matches(x),
-                crate::peer::NamePattern::Any => *pat == crate::peer::NamePattern::Any,
-            };
+        (
+            Peer::Pod { namespace, name },
+            Peer::Pod {
+                namespace: ns2,
+                name: n2,
+            },
+        ) => {
+            let part =
+                |pat: &crate::peer::NamePattern, other: &crate::peer::NamePattern| match other {
+                    crate::peer::NamePattern::Exact(x) => pat.matches(x),
+                    crate::peer::NamePattern::Any => *pat == crate::peer::NamePattern::Any,
+                };
             part(namespace, ns2) && part(name, n2)
         }
-        (Peer::NodePort { service, node: None }, Peer::NodePort { service: s2, .. }) => service == s2,
+        (
+            Peer::NodePort {
+                service,
+                node: None,
+            },
+            Peer::NodePort { service: s2, .. },
+        ) => service == s2,
         _ => check_peer == named,
     }
 }

@@ -63,10 +63,20 @@ const EXPECTED: &[(&str, u64, u64, &str)] = &[
     ("unknown-table-symbol.yaml", 9, 21, "unknown cell `Y`"),
     ("unknown-verdict.yaml", 8, 20, "unknown value `permit`"),
     ("wrong-type.yaml", 3, 10, "invalid u32"),
-    ("except-outside-matrix.yaml", 5, 9, "outside the check's matrix"),
+    (
+        "except-outside-matrix.yaml",
+        5,
+        9,
+        "outside the check's matrix",
+    ),
     ("bad-backend.yaml", 5, 9, "is not NAMESPACE/POD"),
     ("bad-chain-instance.yaml", 3, 5, "is not NAMESPACE/POD"),
-    ("duplicate-external.yaml", 3, 3, "two external clients share a name"),
+    (
+        "duplicate-external.yaml",
+        3,
+        3,
+        "two external clients share a name",
+    ),
     ("nameless-step.yaml", 3, 5, "has no letters or digits"),
 ];
 
