@@ -41,9 +41,7 @@ pub fn run(args: &LintArgs, term: &Term) -> Exit {
             }
             Err(d) => {
                 bad += 1;
-                let text = d.to_string();
-                let text = text.replacen("error:", &term.red("error:", true), 1);
-                eprint!("{text}");
+                term.diagnostic(&d);
             }
         }
     }

@@ -42,11 +42,7 @@ pub fn select(
         let loaded = match harness_scenario::load::load_file(&file) {
             Ok(l) => l,
             Err(d) => {
-                eprint!(
-                    "{}",
-                    d.to_string()
-                        .replacen("error:", &term.red("error:", true), 1)
-                );
+                term.diagnostic(&d);
                 bad = true;
                 continue;
             }

@@ -23,11 +23,7 @@ pub fn run(args: &PlanArgs, term: &Term) -> Exit {
     let loaded = match harness_scenario::load::load_file(&args.scenario) {
         Ok(l) => l,
         Err(d) => {
-            eprint!(
-                "{}",
-                d.to_string()
-                    .replacen("error:", &term.red("error:", true), 1)
-            );
+            term.diagnostic(&d);
             return Exit::BadInput;
         }
     };

@@ -33,6 +33,15 @@ impl Term {
         self.paint("2", s, err)
     }
 
+    /// Print a scenario diagnostic on stderr, `error:` in red on a terminal.
+    pub fn diagnostic(&self, d: &harness_scenario::Diagnostic) {
+        eprint!(
+            "{}",
+            d.to_string()
+                .replacen("error:", &self.red("error:", true), 1)
+        );
+    }
+
     fn paint(&self, code: &str, s: &str, err: bool) -> String {
         if (err && self.color_err) || (!err && self.color_out) {
             format!("\x1b[{code}m{s}\x1b[0m")
