@@ -129,8 +129,11 @@ struct Reach {
 pub struct Oracle<'c> {
     cluster: &'c Cluster,
     profile: Profile,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     firewall: Option<Firewall>,
+    /// r5.0 only: the same cluster under upstream semantics (sharing the compiled index), to
+    /// tell whether deviations changed the verdict or only an intermediate decision.
+    upstream_twin: OnceLock<Box<Oracle<'c>>>,
     /// Firewalls with one deviation switched off (then: with only one switched on), built on
     /// demand to attribute r5.0 verdicts.
     variants: Vec<OnceLock<Firewall>>,
@@ -170,8 +173,9 @@ impl<'c> Oracle<'c> {
         Oracle {
             cluster,
             profile,
-            upstream: Upstream::build(cluster),
+            upstream: Arc::new(Upstream::build(cluster)),
             firewall,
+            upstream_twin: OnceLock::new(),
             variants: (0..2 * Deviation::FIREWALL.len())
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -227,6 +231,37 @@ impl<'c> Oracle<'c> {
     /// after DNAT, against the backend pod and its target port; node ports see the node
     /// address as source unless `externalTrafficPolicy: Local`.
     pub fn evaluate(&self, from: &Endpoint, to: &Endpoint, port: &PortSpec) -> Expectation {
+        let mut e = self.evaluate_profile(from, to, port);
+        if !e.deviations.is_empty()
+            && self.twin().evaluate_profile(from, to, port).verdict == e.verdict
+        {
+            // A deviation changed an intermediate decision (one backend of several, one leg of
+            // a node-port path) but not the verdict: the upstream case is not broken, so no
+            // deviation is reported (CONFORMANCE.md §3: exactly the cases they break).
+            e.deviations.clear();
+            e.explanation
+                .facts
+                .retain(|f| !matches!(f, Fact::Deviations(_)));
+        }
+        e
+    }
+
+    /// The oracle of the same cluster under upstream semantics.
+    fn twin(&self) -> &Oracle<'c> {
+        self.upstream_twin.get_or_init(|| {
+            Box::new(Oracle {
+                cluster: self.cluster,
+                profile: Profile::Upstream,
+                upstream: self.upstream.clone(),
+                firewall: None,
+                upstream_twin: OnceLock::new(),
+                variants: Vec::new(),
+                relevant: Vec::new(),
+            })
+        })
+    }
+
+    fn evaluate_profile(&self, from: &Endpoint, to: &Endpoint, port: &PortSpec) -> Expectation {
         let Some(src) = self.source(from) else {
             return Out::new(
                 Verdict::Deny,
@@ -549,6 +584,14 @@ impl<'c> Oracle<'c> {
                 self.upstream
                     .decide(c, Direction::Ingress, j, self.side(src.side), proto, port);
             push(Direction::Ingress, j, src, o);
+        }
+        if facts.is_empty() {
+            // Neither end is a pod: no NetworkPolicy can select either, and the explanation
+            // still has to say so.
+            facts.push(Fact::Network(format!(
+                "no NetworkPolicy applies: neither {} nor {} is a pod",
+                src.label, dst.label
+            )));
         }
         // The deciding (denying) direction first.
         facts.sort_by_key(|f| {
@@ -1115,6 +1158,10 @@ impl<'c> Oracle<'c> {
             s.id()
         );
         let mut out = self.through_backends(&seen_as, Some(node), sp, &backends, dnat, true);
+        if matches!(src.kind, SrcKind::Pod { .. }) {
+            // The first leg: the source pod's egress policies see the node address.
+            out.facts.extend(egress.facts);
+        }
         out.deviations.extend(egress.deviations);
         out.underlay = self.underlay(src, Some(node), plain);
         out.finish()
@@ -1212,7 +1259,6 @@ impl<'c> Oracle<'c> {
             )
             .finish();
         }
-        let mut facts = Vec::new();
         // The leg to the haproxy VIP: the source's egress policy applies (upstream); in r5.0 the
         // VIP interface also carries namespace=<ns> and is gated by the cluster firewall.
         let src_end = self.src_end(src);
@@ -1221,25 +1267,27 @@ impl<'c> Oracle<'c> {
             label: Arc::from(format!("ingress:{id}")),
         };
         let n = port_number(port);
+        // The leg's facts, said after the proxy's when the leg lets the probe through.
+        let mut vip_leg = Vec::new();
+        let mut deviations = Vec::new();
         if let Some(fw) = &self.firewall {
             let s = Oracle::fw_subject(src_end.side);
-            let d = FwSubject::IngressVip(k);
-            let dec = fw.decide(c, s, d, Protocol::Tcp, n);
-            if !dec.allowed {
-                let mut deviations = Vec::new();
-                if self.upstream_policy(&src_end, &vip_end, Protocol::Tcp, n).0 {
-                    if fw
-                        .decide(c, s, FwSubject::Addr(ing.vip), Protocol::Tcp, n)
-                        .allowed
-                    {
-                        deviations.push(Deviation::IngressVipSelected);
-                    }
-                    deviations.extend(self.attribute(s, d, Protocol::Tcp, n, false));
+            let dec = fw.decide(c, s, FwSubject::IngressVip(k), Protocol::Tcp, n);
+            vip_leg.push(Fact::Firewall(self.firewall_fact(fw, &dec)));
+            if dec.allowed != self.upstream_policy(&src_end, &vip_end, Protocol::Tcp, n).0 {
+                // Upstream, the VIP is an address no NetworkPolicy selects: if treating it so
+                // gives the upstream answer, its selection is the deviation; otherwise the
+                // source's rules deviate, and are attributed with the VIP as a plain address
+                // (the translator variants do not model the VIP's tags).
+                let plain = FwSubject::Addr(ing.vip);
+                if fw.decide(c, s, plain, Protocol::Tcp, n).allowed != dec.allowed {
+                    deviations.push(Deviation::IngressVipSelected);
+                } else {
+                    deviations = self.attribute(s, plain, Protocol::Tcp, n, dec.allowed);
                 }
-                let mut out = Out::new(
-                    Verdict::Deny,
-                    vec![Fact::Firewall(self.firewall_fact(fw, &dec))],
-                );
+            }
+            if !dec.allowed {
+                let mut out = Out::new(Verdict::Deny, vip_leg);
                 out.deviations = deviations;
                 return out.finish();
             }
@@ -1248,15 +1296,32 @@ impl<'c> Oracle<'c> {
             if !pr.allowed {
                 return Out::new(Verdict::Deny, pr.facts).finish();
             }
+            if matches!(src.kind, SrcKind::Pod { .. }) {
+                vip_leg = pr.facts;
+            }
         }
+        let mut out = self.ingress_proxy(k);
+        out.facts.extend(vip_leg);
+        out.deviations = deviations;
+        if out.verdict == Verdict::Allow {
+            out.snat = snat;
+        }
+        out.finish()
+    }
+
+    /// The haproxy side of an ingress: its first backend service and the pods answering there.
+    fn ingress_proxy(&self, k: usize) -> Out {
+        let c = self.cluster;
+        let ing = c.ingress_at(k);
+        let id = format!("{}/{}", ing.namespace, ing.name);
+        let mut facts = Vec::new();
         let Some(b) = ing.backends.first() else {
             return Out::new(
                 Verdict::Reject,
                 vec![Fact::Service(format!(
                     "ingress {id} has no backend: haproxy answers nothing"
                 ))],
-            )
-            .finish();
+            );
         };
         let Some(si) = c.service_idx(&ing.namespace, &b.service) else {
             return Out::new(
@@ -1265,8 +1330,7 @@ impl<'c> Oracle<'c> {
                     "ingress {id} backend service {}/{} does not exist",
                     ing.namespace, b.service
                 ))],
-            )
-            .finish();
+            );
         };
         let s = c.service_at(si);
         let sp = match &b.port {
@@ -1287,8 +1351,7 @@ impl<'c> Oracle<'c> {
                     b.port,
                     s.id()
                 ))],
-            )
-            .finish();
+            );
         };
         let backends = c.backends(s);
         facts.push(Fact::Service(format!(
@@ -1313,7 +1376,7 @@ impl<'c> Oracle<'c> {
                 s.id(),
                 sp.target
             )));
-            return Out::new(Verdict::Reject, facts).finish();
+            return Out::new(Verdict::Reject, facts);
         }
         facts.push(Fact::Service(format!(
             "the proxy reaches {} through firewall rule {cl}-Ingress-{}-{}-{} in {cl}-Ingress, so NetworkPolicy on the backends does not block it",
@@ -1325,8 +1388,7 @@ impl<'c> Oracle<'c> {
         )));
         let mut out = Out::new(Verdict::Allow, facts);
         out.backends = answering;
-        out.snat = snat;
-        out.finish()
+        out
     }
 
     fn to_host(&self, src: &Source, i: usize, port: &PortSpec) -> Expectation {
@@ -1378,7 +1440,13 @@ impl<'c> Oracle<'c> {
                     .finish();
                 }
             }
-            SrcKind::Fabric | SrcKind::Host => (false, Vec::new()),
+            SrcKind::Fabric | SrcKind::Host => (
+                false,
+                vec![Fact::Network(format!(
+                    "{} and {label} are both on the ip-fabric underlay",
+                    src.label
+                ))],
+            ),
             SrcKind::External => {
                 return Out::new(
                     Verdict::Deny,
@@ -1484,12 +1552,27 @@ impl<'c> Oracle<'c> {
             SrcKind::External => {
                 return Out::new(
                     Verdict::Deny,
-                    vec![Fact::Network(format!("{} is outside the cluster: probe node ports (nodeport:NS/SVC) instead of {label}", src.label))],
+                    vec![Fact::Network(format!("{} is outside the cluster and reaches a node only on its node ports (probe nodeport:NS/SVC instead of {label})", src.label))],
                 )
                 .finish();
             }
         };
-        let mut facts = Vec::new();
+        let mut facts = match &src.kind {
+            SrcKind::Pod { network, .. } => vec![Fact::Network(format!(
+                "{} reaches the vhost of {node} through network-policy {}-default-ip-fabric-np{}",
+                self.net_name(network),
+                c.settings().cluster_name,
+                if plain {
+                    ", unencapsulated (ip-fabric forwarding)"
+                } else {
+                    ""
+                }
+            ))],
+            _ => vec![Fact::Network(format!(
+                "{} reaches {label} on the ip-fabric underlay",
+                src.label
+            ))],
+        };
         let dst = End {
             side: PSide::Addr(address),
             label: label.clone(),
@@ -1509,9 +1592,23 @@ impl<'c> Oracle<'c> {
     fn to_external(&self, src: &Source, to: &Endpoint, port: &PortSpec) -> Expectation {
         let c = self.cluster;
         let label: Arc<str> = Arc::from(to.to_string());
+        let mut facts = Vec::new();
         let snat = match &src.kind {
-            SrcKind::Pod { network, .. } if c.forwarding(network) => false,
-            SrcKind::Pod { network, .. } if c.snat(network) => true,
+            SrcKind::Pod { network, .. } if c.forwarding(network) => {
+                facts.push(Fact::Network(format!(
+                    "{} has ip-fabric forwarding: the packet leaves through the fabric gateway unencapsulated",
+                    self.net_name(network)
+                )));
+                false
+            }
+            SrcKind::Pod { network, .. } if c.snat(network) => {
+                facts.push(Fact::Network(format!(
+                    "{} has fabric SNAT: the source is translated to the address of {}",
+                    self.net_name(network),
+                    src.node.as_deref().unwrap_or("its node")
+                )));
+                true
+            }
             SrcKind::Pod { network, .. } => {
                 return Out::new(
                     Verdict::Deny,
@@ -1519,7 +1616,13 @@ impl<'c> Oracle<'c> {
                 )
                 .finish();
             }
-            SrcKind::Fabric | SrcKind::Host => false,
+            SrcKind::Fabric | SrcKind::Host => {
+                facts.push(Fact::Network(format!(
+                    "{} reaches {label} through the fabric gateway",
+                    src.label
+                )));
+                false
+            }
             SrcKind::External => {
                 return Out::new(
                     Verdict::Deny,
@@ -1530,7 +1633,6 @@ impl<'c> Oracle<'c> {
                 .finish();
             }
         };
-        let mut facts = Vec::new();
         let dst = End {
             side: PSide::Addr(to.address()),
             label: label.clone(),

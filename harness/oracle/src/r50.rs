@@ -137,7 +137,7 @@ impl Deviation {
                 "endPort is dropped, so a port range allows only its first port"
             }
             Deviation::LabelsFlattened => {
-                "pod and namespace labels are one tag set on the pod, so a pod label can satisfy a namespaceSelector and a namespace label overrides a pod label"
+                "pod and namespace labels are one tag set on the pod, so a pod label can satisfy a namespaceSelector, a namespace label overrides a pod label, and the tag namespace=<ns> answers selectors on the key namespace"
             }
             Deviation::EgressRuleNameCollision => {
                 "egress rule names carry no egress[] index, so a later egress entry overwrites an earlier one's rule"
@@ -275,7 +275,10 @@ pub(crate) fn can_matter(c: &Cluster, d: Deviation) -> bool {
                     pod_sel.extend(pod.iter().flat_map(keys));
                 }
             }
+            // Every pod carries the tag `namespace=<ns>`, so a selector on the key `namespace`
+            // behaves differently once flattened even when no object has such a label.
             pod_keys.contains("namespace")
+                || pod_sel.iter().chain(&ns_sel).any(|k| k == NAMESPACE_TAG)
                 || pod_sel.iter().any(|k| ns_keys.contains(k.as_str()))
                 || ns_sel.iter().any(|k| pod_keys.contains(k.as_str()))
         }
@@ -806,12 +809,27 @@ impl Firewall {
     }
 }
 
+/// The tag kube-manager puts on every pod for its namespace (`XLabelCache.get_namespace_label`).
+const NAMESPACE_TAG: &str = "namespace";
+
+/// The pod part of an endpoint pinned to the policy's namespace. kube-manager builds its tags as
+/// a dict of the selector's matchLabels updated with `namespace=<policy ns>`
+/// (`_get_np_pod_selector`, and `spec_parser` for a `podSelector` peer), so with flattened labels
+/// a matchLabels entry on the key `namespace` is overwritten by the policy's namespace and
+/// selects nothing of its own.
+fn pinned_pod_part(sel: &Selector, q: Quirks) -> Option<Selector> {
+    let mut sel = sel.clone();
+    if q.has(Deviation::LabelsFlattened) {
+        sel.match_labels.retain(|(k, _)| k != NAMESPACE_TAG);
+    }
+    (!sel.is_empty()).then_some(sel)
+}
+
 /// The endpoint of the pods a NetworkPolicy selects: `namespace=<ns>` plus its matchLabels.
 fn selected_endpoint(def: &NetworkPolicyDef, q: Quirks) -> FwEndpoint {
-    let sel = strip(&def.pod_selector, q);
     FwEndpoint::Pods {
         ns: NsConstraint::Named(def.namespace.clone()),
-        pod: if sel.is_empty() { None } else { Some(sel) },
+        pod: pinned_pod_part(&strip(&def.pod_selector, q), q),
         flattened: q.has(Deviation::LabelsFlattened),
     }
 }
@@ -931,7 +949,7 @@ fn peer_endpoints_owned(
                                 format!("podSelector-{j}"),
                                 FwEndpoint::Pods {
                                     ns: NsConstraint::Named(def.namespace.clone()),
-                                    pod: pod_part(p),
+                                    pod: pinned_pod_part(p, q),
                                     flattened: flat,
                                 },
                                 Action::Pass,
@@ -970,7 +988,7 @@ fn peer_endpoints_owned(
                                 format!("podSelector-{j}"),
                                 FwEndpoint::Pods {
                                     ns: NsConstraint::Named(def.namespace.clone()),
-                                    pod: pod_part(p),
+                                    pod: pinned_pod_part(p, q),
                                     flattened: flat,
                                 },
                                 Action::Pass,

@@ -957,6 +957,347 @@ fn custom_network_reaches_only_itself() {
     );
 }
 
+#[test]
+fn isolated_external_ip_is_reachable_from_outside_but_its_cluster_ip_is_not() {
+    let fx = isolated_fixture(vec![
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-ext", "namespace": "blue"},
+               "spec": {"selector": {"app": "web"}, "externalIPs": ["203.0.113.200"],
+                        "ports": [{"name": "http", "port": 80, "targetPort": "serve-80-tcp"}]}}),
+    ]);
+    let e = fx.up("external:internet-client", "lb:blue/web-ext", "TCP/80");
+    assert_eq!(e.verdict, Verdict::Allow, "{}", e.explanation);
+    assert_eq!(e.path.backends, ["blue/web"]);
+    assert!(
+        e.explanation
+            .to_string()
+            .contains("lb:blue/web-ext floating IP 203.0.113.200 TCP/80 DNAT to blue/web:80"),
+        "{}",
+        e.explanation
+    );
+    assert_eq!(
+        fx.up("external:internet-client", "lb:blue/web-ext", "TCP/81")
+            .verdict,
+        Verdict::Reject,
+        "not a port of the service"
+    );
+    for to in ["svc:blue/web-ext", "svc:blue/web", "svc:x/s-x-a"] {
+        let e = fx.up("external:internet-client", to, "TCP/80");
+        assert_eq!(e.verdict, Verdict::Deny, "{to}: {}", e.explanation);
+        assert!(
+            e.explanation
+                .to_string()
+                .contains("lives in the overlay service network"),
+            "{}",
+            e.explanation
+        );
+    }
+    // Other namespaces still do not reach its ClusterIP.
+    assert_eq!(
+        fx.up("x/a", "svc:blue/web-ext", "TCP/80").verdict,
+        Verdict::Deny
+    );
+    assert_eq!(
+        fx.up("blue/db", "svc:blue/web-ext", "TCP/80").verdict,
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn isolation_takes_precedence_over_egress_and_namespace_selector_policies_too() {
+    let fx = isolated_fixture(vec![
+        np(
+            "x",
+            "to-blue",
+            json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "blue"}}}]}]}),
+        ),
+        np(
+            "blue",
+            "from-x",
+            json!({"podSelector": {}, "ingress": [{"from": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}]}]}),
+        ),
+    ]);
+    let e = fx.up("x/a", "blue/web", "TCP/80");
+    assert_eq!(
+        e.explanation.to_string(),
+        "denied: network isolation — k8s-default-pod-network and k8s-blue-pod-network are not connected by any network-policy (isolation takes precedence over NetworkPolicy x/to-blue, blue/from-x)"
+    );
+    for profile in [Profile::Upstream, Profile::R50] {
+        for to in ["blue/web", "svc:blue/web", "blue/db"] {
+            let e = fx.eval(profile, "x/a", to, "TCP/80");
+            assert_eq!(
+                e.verdict,
+                Verdict::Deny,
+                "{profile:?} {to}: {}",
+                e.explanation
+            );
+            assert!(e.deviations.is_empty());
+        }
+    }
+}
+
+#[test]
+fn forwarding_is_on_by_default_and_an_isolated_namespace_alone_can_turn_it_off() {
+    assert!(ContrailSettings::default().ip_fabric_forwarding);
+    let fx = Fx::new(vec![
+        namespace(
+            "nofwd",
+            json!({}),
+            json!({"opencontrail.org/isolation": "true", "opencontrail.org/ip_fabric_forwarding": "false"}),
+        ),
+        namespace(
+            "plain",
+            json!({}),
+            json!({"opencontrail.org/ip_fabric_forwarding": "false"}),
+        ),
+        pod("nofwd", "a"),
+        pod("plain", "a"),
+    ]);
+    let fabric: ipnet::Ipv4Net = "10.64.0.0/12".parse().unwrap();
+    let pods: ipnet::Ipv4Net = "10.32.0.0/12".parse().unwrap();
+    assert!(pods.contains(&fx.cluster.pod_ip("nofwd", "a").unwrap()));
+    assert!(fabric.contains(&fx.cluster.pod_ip("plain", "a").unwrap()));
+    let e = fx.up("nofwd/a", "host:cloud-db", "TCP/5432");
+    assert_eq!(
+        e.explanation.to_string(),
+        "denied: host:cloud-db has no vrouter and drops the MPLSoUDP packet from k8s-nofwd-pod-network (no ip-fabric forwarding or fabric SNAT)"
+    );
+    assert_eq!(
+        fx.up("host:cloud-db", "nofwd/a", "TCP/80").verdict,
+        Verdict::Deny
+    );
+    // A non-isolated namespace's pods live in the default pod network: its setting applies.
+    let e = fx.up("plain/a", "host:cloud-db", "TCP/5432");
+    assert_eq!(
+        (e.verdict, e.path.underlay),
+        (Verdict::Allow, Underlay::Plain)
+    );
+    assert_eq!(
+        fx.up("host:cloud-db", "plain/a", "TCP/80").verdict,
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn fabric_snat_of_an_isolated_namespace() {
+    let off = ContrailSettings {
+        ip_fabric_forwarding: false,
+        ..Default::default()
+    };
+    let fx = Fx::with(
+        vec![
+            namespace(
+                "snat",
+                json!({}),
+                json!({"opencontrail.org/isolation": "true", "opencontrail.org/ip_fabric_snat": "true"}),
+            ),
+            namespace(
+                "plainsnat",
+                json!({}),
+                json!({"opencontrail.org/ip_fabric_snat": "true"}),
+            ),
+            namespace(
+                "both",
+                json!({}),
+                json!({"opencontrail.org/isolation": "true", "opencontrail.org/ip_fabric_forwarding": "true",
+                       "opencontrail.org/ip_fabric_snat": "true"}),
+            ),
+            pod("snat", "a"),
+            pod("plainsnat", "a"),
+            pod("both", "a"),
+        ],
+        off,
+    );
+    let node = fx.cluster.pod("snat", "a").unwrap().node.clone();
+    let e = fx.up("snat/a", "host:cloud-db", "UDP/53");
+    assert_eq!(
+        (e.verdict, e.path.underlay, e.path.snat),
+        (Verdict::Allow, Underlay::Plain, true)
+    );
+    assert!(
+        e.explanation.to_string().starts_with(&format!(
+            "allowed: k8s-snat-pod-network has fabric SNAT: the source is translated to the address of {node}"
+        )),
+        "{}",
+        e.explanation
+    );
+    let e = fx.up("snat/a", "external:internet-client", "ICMP");
+    assert_eq!((e.verdict, e.path.snat), (Verdict::Allow, true));
+    assert!(e.explanation.to_string().contains("fabric SNAT"));
+    // Sessions are initiated from the pod side only.
+    assert_eq!(
+        fx.up("host:cloud-db", "snat/a", "TCP/80").verdict,
+        Verdict::Deny
+    );
+    // SNAT pods stay isolated from other namespaces.
+    assert_eq!(fx.up("snat/a", "x/a", "TCP/80").verdict, Verdict::Deny);
+    assert_eq!(fx.up("x/a", "snat/a", "TCP/80").verdict, Verdict::Deny);
+    // The annotation does nothing on a non-isolated namespace (default pod network, global off).
+    assert_eq!(
+        fx.up("plainsnat/a", "host:cloud-db", "UDP/53").verdict,
+        Verdict::Deny
+    );
+    // Forwarding wins over SNAT.
+    let e = fx.up("both/a", "host:cloud-db", "UDP/53");
+    assert_eq!((e.verdict, e.path.snat), (Verdict::Allow, false));
+}
+
+#[test]
+fn nodes_are_reachable_from_every_kube_manager_network_but_not_from_custom_ones() {
+    let ann = json!({"opencontrail.org/network": "{'domain':'default-domain','project':'admin','name':'vn1'}"});
+    let mut extra = vec![namespace("c", json!({}), ann), pod("c", "a")];
+    extra.push(np(
+        "blue",
+        "deny-all",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+    ));
+    let fx = isolated_fixture(extra);
+    for from in ["x/a", "blue/web", "red/app"] {
+        let e = fx.up(from, "node:node-1", "ICMP");
+        assert_eq!(e.verdict, Verdict::Allow, "{from}: {}", e.explanation);
+        assert!(
+            e.explanation
+                .to_string()
+                .contains("k8s-default-ip-fabric-np"),
+            "{}",
+            e.explanation
+        );
+    }
+    let e = fx.up("c/a", "node:node-1", "ICMP");
+    assert_eq!(e.verdict, Verdict::Deny);
+    assert!(
+        e.explanation
+            .to_string()
+            .contains("default-domain:admin:vn1 is not connected to the ip-fabric"),
+        "{}",
+        e.explanation
+    );
+    // The node reaches pods of isolated namespaces (kubelet probes), subject to their policies.
+    assert_eq!(
+        fx.up("node:node-1", "red/app", "TCP/80").verdict,
+        Verdict::Allow
+    );
+    let e = fx.up("node:node-1", "blue/web", "TCP/80");
+    assert_eq!(e.verdict, Verdict::Deny);
+    assert!(
+        e.explanation
+            .to_string()
+            .contains("ingress to blue/web isolated by blue/deny-all"),
+        "{}",
+        e.explanation
+    );
+    assert_eq!(fx.up("node:node-1", "c/a", "TCP/80").verdict, Verdict::Deny);
+}
+
+#[test]
+fn service_chain_without_ports_steers_everything_and_policy_still_applies() {
+    let mut fx = isolated_fixture(vec![np(
+        "red",
+        "app-from-blue-80",
+        json!({"podSelector": {"matchLabels": {"app": "app"}}, "ingress": [{
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "blue"}}}],
+            "ports": [{"protocol": "TCP", "port": 80}]}]}),
+    )]);
+    fx.cluster
+        .add_service_chain(&ServiceChain {
+            name: "fw".into(),
+            left: "namespace:blue".parse().unwrap(),
+            right: "namespace:red".parse().unwrap(),
+            instance: "red/fw".into(),
+            ports: vec![],
+            function: harness_scenario::ServiceFunction {
+                drop: vec!["UDP/81".parse().unwrap()],
+            },
+        })
+        .unwrap();
+    let e = fx.up("blue/web", "red/app", "TCP/80");
+    assert_eq!(
+        (e.verdict, e.path.via.clone()),
+        (Verdict::Allow, vec!["fw".to_string()]),
+        "{}",
+        e.explanation
+    );
+    let e = fx.up("blue/web", "red/app", "TCP/81");
+    assert_eq!(e.verdict, Verdict::Deny);
+    let text = e.explanation.to_string();
+    assert!(
+        text.contains("steered through service instance fw (red/fw)")
+            && text.contains("ingress to red/app isolated by red/app-from-blue-80"),
+        "{text}"
+    );
+    let e = fx.up("blue/db", "red/fw", "UDP/81");
+    assert_eq!(e.verdict, Verdict::Deny);
+    assert!(
+        e.explanation
+            .to_string()
+            .contains("its function drops UDP/81")
+    );
+    let e = fx.up("red/fw", "blue/db", "ICMP");
+    assert_eq!(
+        (e.verdict, e.path.via.clone()),
+        (Verdict::Allow, vec!["fw".to_string()]),
+        "both directions, every protocol: {}",
+        e.explanation
+    );
+    assert_eq!(
+        fx.up("blue/web", "x/a", "TCP/80").verdict,
+        Verdict::Deny,
+        "the chain joins blue and red only"
+    );
+}
+
+#[test]
+fn every_verdict_has_an_explanation() {
+    let ann = json!({"opencontrail.org/network": "{'domain':'default-domain','project':'admin','name':'vn1'}"});
+    let fx = isolated_fixture(vec![
+        namespace("c", json!({}), ann),
+        pod("c", "a"),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hn", "namespace": "x", "labels": {"pod": "hn"}},
+               "spec": {"hostNetwork": true, "nodeName": "node-1", "containers": [{"name": "c", "ports": agent_ports()}]}}),
+        service("x", "np", json!({"pod": "a"}), "NodePort"),
+        np(
+            "x",
+            "deny-all",
+            json!({"podSelector": {"matchLabels": {"pod": "b"}}, "policyTypes": ["Ingress", "Egress"]}),
+        ),
+    ]);
+    let peers = [
+        "x/a",
+        "x/b",
+        "x/hn",
+        "blue/web",
+        "c/a",
+        "svc:x/s-x-a",
+        "svc:blue/web",
+        "nodeport:x/np@node-2",
+        "lb:blue/web",
+        "ingress:blue/web-ing",
+        "node:node-1",
+        "node:node-2",
+        "host:cloud-db",
+        "external:internet-client",
+    ];
+    for profile in [Profile::Upstream, Profile::R50] {
+        let oracle = Oracle::new(&fx.cluster, profile);
+        for from in peers {
+            for to in peers {
+                for port in ["TCP/80", "UDP/53", "ICMP", "TCP/30000"] {
+                    let e = oracle.evaluate(&fx.ep(from), &fx.ep(to), &port.parse().unwrap());
+                    let text = e.explanation.to_string();
+                    let prefix = format!("{}: ", e.verdict.past_tense());
+                    assert!(
+                        !e.explanation.facts.is_empty()
+                            && text.starts_with(&prefix)
+                            && text.len() > prefix.len() + 10,
+                        "{profile:?} {from} -> {to} {port}: `{text}`"
+                    );
+                }
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------------ §3 r5.0 deviations
 
 fn deviates(fx: &Fx, from: &str, to: &str, port: &str, want: Deviation) {
@@ -1178,6 +1519,41 @@ fn r50_ingress_vip_selected() {
 }
 
 #[test]
+fn r50_ingress_vip_leg_that_only_r50_allows_names_the_source_deviations() {
+    // Upstream, blue/db may send only to pods (a podSelector peer), and the ingress VIP is an
+    // address; r5.0 drops the expression-only selector, so the rule admits any destination.
+    let fx = isolated_fixture(vec![np(
+        "blue",
+        "db-to-pods",
+        json!({"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Egress"],
+               "egress": [{"to": [{"podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}}]}]}),
+    )]);
+    let up = fx.up("blue/db", "ingress:blue/web-ing", "TCP/80");
+    assert_eq!(up.verdict, Verdict::Deny, "{}", up.explanation);
+    let r = fx.r50("blue/db", "ingress:blue/web-ing", "TCP/80");
+    assert_eq!(r.verdict, Verdict::Allow, "{}", r.explanation);
+    assert!(
+        r.deviations.contains(&Deviation::EmptySelectorAny)
+            && !r.deviations.contains(&Deviation::IngressVipSelected),
+        "{:?}",
+        r.deviations
+    );
+    assert!(
+        r.explanation.to_string().contains("empty-selector-any"),
+        "{}",
+        r.explanation
+    );
+    // The VIP leg's deciding rule is named after the proxy's facts.
+    assert!(
+        r.explanation
+            .to_string()
+            .contains("r5.0 first match k8s-blue-db-to-pods/blue-egress-db-to-pods-allow-all-0"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
 fn r50_sctp_service_as_udp() {
     let fx = Fx::new(vec![
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "sctp", "namespace": "x"},
@@ -1209,6 +1585,51 @@ fn every_deviation_has_a_stable_name_and_a_description() {
         serde_json::to_value(Deviation::ClusterWideFirstMatch).unwrap(),
         json!("cluster-wide-first-match")
     );
+}
+
+#[test]
+fn r50_names_no_deviation_when_only_one_of_several_backends_changes() {
+    let fx = Fx::new(vec![
+        pod_with("x", "a", json!({"pod": "a", "tier": "web"})),
+        pod_with("x", "b", json!({"pod": "b", "tier": "web"})),
+        service("x", "web", json!({"tier": "web"}), "ClusterIP"),
+        np(
+            "x",
+            "a-from-x",
+            json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+        ),
+    ]);
+    deviates(&fx, "y/c", "x/a", "TCP/80", Deviation::EmptySelectorAny);
+    // Through the service, x/b answers in both profiles: r5.0 also lets x/a answer, but the
+    // verdict is the same, so the upstream case is not broken and no deviation is named.
+    let up = fx.up("y/c", "svc:x/web", "TCP/80");
+    let r = fx.r50("y/c", "svc:x/web", "TCP/80");
+    assert_eq!((up.verdict, r.verdict), (Verdict::Allow, Verdict::Allow));
+    assert_eq!(up.path.backends, ["x/b"]);
+    assert_eq!(r.path.backends, ["x/a", "x/b"]);
+    assert!(r.deviations.is_empty(), "{:?}", r.deviations);
+    assert!(
+        !r.explanation.to_string().contains("deviation"),
+        "{}",
+        r.explanation
+    );
+}
+
+#[test]
+fn r50_labels_flattened_on_the_namespace_tag() {
+    // Every pod carries `namespace=<ns>`: a namespaceSelector on that key matches pods by their
+    // namespace, and kube-manager's own `namespace=<policy ns>` overwrites a podSelector's.
+    let fx = Fx::new(vec![np(
+        "x",
+        "tag",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [
+            {"namespaceSelector": {"matchLabels": {"namespace": "y"}}},
+            {"podSelector": {"matchLabels": {"namespace": "z"}}}]}]}),
+    )]);
+    deviates(&fx, "y/b", "x/a", "TCP/80", Deviation::LabelsFlattened);
+    deviates(&fx, "x/c", "x/a", "TCP/80", Deviation::LabelsFlattened);
+    assert_eq!(fx.r50("z/b", "x/a", "TCP/80").verdict, Verdict::Deny);
+    assert!(fx.r50("z/b", "x/a", "TCP/80").deviations.is_empty());
 }
 
 // ------------------------------------------------------------------ properties
