@@ -15,6 +15,8 @@
 //!   and returns an [`Observation`] (verdict, hops, frames).
 //! - [`trace`]: hops and captured frames, [`trace::write_pcap`].
 //! - [`agent`]: the loop that keeps a dataplane in step with the VNC change stream.
+//! - [`node`]: the node agent toward Kubernetes (kubelet + CNI): Node registration, pod
+//!   wiring and status, and the exec handler running the probe agent inside pods.
 //!
 //! ```
 //! use harness_scenario::Protocol;
@@ -43,6 +45,7 @@ pub mod agent;
 pub mod config;
 mod dataplane;
 pub mod forward;
+pub mod node;
 pub mod topology;
 pub mod trace;
 pub mod wire;

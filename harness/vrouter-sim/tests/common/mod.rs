@@ -50,6 +50,8 @@ pub struct Km {
     /// [`Km::flush_policies`] (kube-manager updates them per policy; batching keeps big
     /// benchmarks fast).
     pub batch: bool,
+    /// The uuid the next [`Km::pod_on`] gives its virtual machine (kube-manager: the pod uid).
+    pub next_vm_uuid: Option<String>,
 }
 
 fn fq_str(v: &[&str]) -> String {
@@ -179,6 +181,7 @@ impl Km {
             allowall_rules: Vec::new(),
             uid: 0,
             batch: false,
+            next_vm_uuid: None,
         };
         km.project("k8s-default");
         // The cluster APS, tagged application=k8s.
@@ -507,7 +510,7 @@ impl Km {
         network: Option<Vec<String>>,
         ports: Vec<ServedPort>,
     ) -> String {
-        let uid = self.uuid();
+        let uid = self.next_vm_uuid.take().unwrap_or_else(|| self.uuid());
         let vm = self.create(
             "virtual-machine",
             json!({"uuid": uid, "fq_name": [format!("k8s__{ns}__{name}")], "server_type": "container"}),
