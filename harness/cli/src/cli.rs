@@ -43,6 +43,18 @@ pub enum Command {
         after_help = "Example:\n  harness plan scenarios/examples/netpol-deny-all.yaml\n  harness plan scenarios/examples/netpol-deny-all.yaml --contrail-profile r5.0 --explain denied"
     )]
     Plan(PlanArgs),
+    /// Serve the embedded Kubernetes API server (kube-sim) on loopback until interrupted, and
+    /// write a kubeconfig (admin token) that kubectl and kube-rs accept.
+    #[command(
+        after_help = "Example:\n  harness kube-sim --listen 127.0.0.1:6443 --kubeconfig /tmp/kubeconfig\n  kubectl --kubeconfig /tmp/kubeconfig get namespaces"
+    )]
+    KubeSim(KubeSimArgs),
+    /// Serve the mock Contrail VNC API on loopback until interrupted; with --kubeconfig it also
+    /// runs the kube-manager emulation against that Kubernetes API.
+    #[command(
+        after_help = "Example:\n  harness contrail-mock --listen 127.0.0.1:8082\n  harness contrail-mock --kubeconfig /tmp/kubeconfig --contrail-profile r5.0 --listen 127.0.0.1:8082\n  curl -s http://127.0.0.1:8082/virtual-networks"
+    )]
+    ContrailMock(ContrailMockArgs),
     /// Measure the harness's own speed (oracle, scenario loading) and print the figures.
     #[command(after_help = "Example:\n  harness bench\n  harness bench oracle --quick")]
     Bench(BenchArgs),
@@ -121,4 +133,27 @@ pub struct BenchArgs {
     /// Fewer repetitions (a smoke run; figures are noisier).
     #[arg(long)]
     pub quick: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KubeSimArgs {
+    /// Loopback address to serve on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: std::net::SocketAddr,
+    /// Where to write the kubeconfig.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ContrailMockArgs {
+    /// Loopback address to serve the VNC API on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    pub listen: std::net::SocketAddr,
+    /// Kubernetes API to watch with the kube-manager emulation; without it only the VNC API is served.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Semantics of the kube-manager emulation.
+    #[arg(long, value_name = "upstream|r5.0", default_value = "upstream")]
+    pub contrail_profile: String,
 }

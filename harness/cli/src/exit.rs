@@ -14,6 +14,5 @@ pub enum Exit {
     /// Infrastructure error: could not stand up, or inconclusive cells.
     Infrastructure = 3,
     /// Interrupted (after cleanup).
-    #[allow(dead_code)]
     Interrupted = 130,
 }

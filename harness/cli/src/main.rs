@@ -10,6 +10,7 @@ mod exit;
 mod lint;
 mod list;
 mod plan;
+mod serve;
 mod term;
 
 use clap::Parser;
@@ -38,6 +39,8 @@ fn main() {
         Command::Schema(args) => schema(&args),
         Command::Plan(args) => plan::run(&args, &term),
         Command::Bench(args) => bench::run(&args, &term),
+        Command::KubeSim(args) => serve::kube_sim(&args, &term),
+        Command::ContrailMock(args) => serve::contrail_mock(&args, &term),
     };
     std::process::exit(code as i32);
 }

@@ -82,7 +82,15 @@ fn bad_arguments_exit_2_and_help_exits_0() {
 
 #[test]
 fn every_verb_has_an_example_in_its_help() {
-    for verb in ["lint", "list", "schema", "plan", "bench"] {
+    for verb in [
+        "lint",
+        "list",
+        "schema",
+        "plan",
+        "bench",
+        "kube-sim",
+        "contrail-mock",
+    ] {
         let o = harness(&[verb, "--help"]);
         let (out, _) = text(&o);
         assert_eq!(o.status.code(), Some(0), "{verb}");

@@ -71,39 +71,62 @@ pub enum WatchError {
     Closed,
 }
 
+/// Re-subscribes from a sequence number (used to catch up from the change log when the live
+/// broadcast buffer overflowed).
+pub(crate) type Resubscribe = Arc<dyn Fn(u64) -> Result<Subscription, WatchError> + Send + Sync>;
+
 /// A change stream: first the backlog, then live changes, in sequence order without gaps.
-#[derive(Debug)]
 pub struct Subscription {
     pub(crate) backlog: VecDeque<Arc<Change>>,
     pub(crate) rx: broadcast::Receiver<Arc<Change>>,
     pub(crate) last: u64,
+    /// Catches up from the log when the subscriber lags behind the broadcast buffer; `None`
+    /// reports the lag as `Truncated`.
+    pub(crate) resubscribe: Option<Resubscribe>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("backlog", &self.backlog.len())
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Subscription {
     /// The next change, waiting for one when the backlog is drained.
     ///
     /// # Errors
-    /// `Truncated` when the subscriber fell behind the broadcast buffer, `Closed` when the
-    /// database is gone.
+    /// `Truncated` when the subscriber fell behind the change log itself (a subscriber that
+    /// only fell behind the live buffer catches up from the log), `Closed` when the database
+    /// is gone.
     pub async fn next(&mut self) -> Result<Arc<Change>, WatchError> {
-        if let Some(c) = self.backlog.pop_front() {
-            self.last = c.seq;
-            return Ok(c);
-        }
         loop {
+            if let Some(c) = self.backlog.pop_front() {
+                self.last = c.seq;
+                return Ok(c);
+            }
             match self.rx.recv().await {
                 Ok(c) if c.seq <= self.last => continue,
                 Ok(c) => {
                     self.last = c.seq;
                     return Ok(c);
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Err(WatchError::Truncated {
-                        requested: self.last,
-                        oldest: self.last + 1,
-                        current: self.last,
-                    });
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => match &self.resubscribe {
+                    Some(again) => {
+                        let fresh = again(self.last)?;
+                        self.backlog = fresh.backlog;
+                        self.rx = fresh.rx;
+                    }
+                    None => {
+                        return Err(WatchError::Truncated {
+                            requested: self.last,
+                            oldest: self.last + 1,
+                            current: self.last,
+                        });
+                    }
+                },
                 Err(broadcast::error::RecvError::Closed) => return Err(WatchError::Closed),
             }
         }

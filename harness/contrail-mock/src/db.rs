@@ -101,6 +101,8 @@ pub(crate) struct State {
     pub ips_in_use: HashMap<String, HashSet<std::net::IpAddr>>,
     /// Scope and address held by each instance-ip / floating-ip.
     pub ip_owner: HashMap<String, (String, std::net::IpAddr)>,
+    /// Injected fault `service-chain-bypassed`: network-policy rules lose `apply_service`.
+    pub strip_apply_service: bool,
 }
 
 pub(crate) fn new_uuid() -> String {
@@ -1214,10 +1216,18 @@ impl ConfigDb {
             });
         }
         let backlog = st.log.iter().filter(|c| c.seq > since).cloned().collect();
+        // A subscriber that falls behind the live buffer (bursts of thousands of writes)
+        // catches up from the log; the subscription does not keep the database alive.
+        let weak = Arc::downgrade(&self.shared);
+        let resubscribe: crate::change::Resubscribe = Arc::new(move |from: u64| {
+            let shared = weak.upgrade().ok_or(WatchError::Closed)?;
+            ConfigDb { shared }.subscribe(Some(from))
+        });
         Ok(Subscription {
             backlog,
             rx,
             last: since,
+            resubscribe: Some(resubscribe),
         })
     }
 
@@ -1269,6 +1279,16 @@ impl ConfigDb {
     pub fn ensure_default_rbac_rules(&self) {
         let _ = self.write(|st| {
             crate::defaults::default_rbac_rules(st);
+            Ok(())
+        });
+    }
+
+    /// Injects (or clears) the `service-chain-bypassed` fault: from now on network-policy
+    /// rules are stored without `action_list.apply_service`, so service chains written
+    /// through the API are not steered through their service instance.
+    pub fn set_service_chain_bypass(&self, on: bool) {
+        let _ = self.write(|st| {
+            st.strip_apply_service = on;
             Ok(())
         });
     }

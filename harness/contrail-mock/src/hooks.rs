@@ -104,6 +104,10 @@ impl State {
             }
             "instance-ip" => self.allocate_instance_ip(obj),
             "floating-ip" => self.allocate_floating_ip(obj),
+            "network-policy" => {
+                self.strip_service_chains(obj);
+                Ok(())
+            }
             "security-group" => {
                 if obj
                     .fields
@@ -166,7 +170,30 @@ impl State {
                 fill_ipam_subnets(req);
                 Ok(())
             }
+            "network-policy" => {
+                self.strip_service_chains(req);
+                Ok(())
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// The `service-chain-bypassed` fault: drops `apply_service` from every rule.
+    fn strip_service_chains(&self, obj: &mut VncObject) {
+        if !self.strip_apply_service {
+            return;
+        }
+        if let Some(rules) = obj
+            .fields
+            .get_mut("network_policy_entries")
+            .and_then(|e| e.get_mut("policy_rule"))
+            .and_then(Value::as_array_mut)
+        {
+            for r in rules {
+                if let Some(Value::Object(a)) = r.get_mut("action_list") {
+                    a.remove("apply_service");
+                }
+            }
         }
     }
 

@@ -1301,3 +1301,22 @@ async fn instance_and_floating_ip_allocation() {
     );
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_lagging_subscriber_catches_up_from_the_log() {
+    let db = ConfigDb::new();
+    let start = db.current_seq();
+    let mut sub = db.subscribe(None).expect("subscribe");
+    // More changes than the live buffer holds (4096), fewer than the log (65,536).
+    for i in 0..5000 {
+        db.create_json("tag", json!({"fq_name": [format!("lag=v{i}")], "tag_type_name": "lag", "tag_value": format!("v{i}")}))
+            .expect("tag");
+    }
+    let end = db.current_seq();
+    let mut last = start;
+    while last < end {
+        let c = sub.next().await.expect("no gap, no error");
+        assert_eq!(c.seq, last + 1, "changes arrive in order without gaps");
+        last = c.seq;
+    }
+}
