@@ -133,6 +133,33 @@ impl Vrouter {
         self.restarting
     }
 
+    /// Install a drop flow for a new session a policy gate denied (so the rest of the session
+    /// is dropped without re-evaluating), note it on the hop and drop the packet.
+    fn deny_new_flow(
+        &mut self,
+        itf: u32,
+        tuple: Tuple,
+        decided: Arc<[Decision]>,
+        tr: &mut Tracer,
+        mut hop: Option<Hop>,
+    ) {
+        let rule = decided.last().map(|d| d.to_string()).unwrap_or_default();
+        self.flows.insert(
+            FlowKey { itf, tuple },
+            FlowEntry {
+                action: FlowAction::Drop {
+                    reason: Arc::from(rule.as_str()),
+                },
+                reverse: false,
+                decided,
+            },
+        );
+        if let Some(h) = &mut hop {
+            h.flow = Some("new flow: deny".into());
+        }
+        self.drop_with(tr, hop, rule);
+    }
+
     fn drop_with(&self, tr: &mut Tracer, hop: Option<Hop>, reason: String) {
         if let Some(mut h) = hop {
             h.note = Some(format!("dropped: {reason}"));
@@ -525,24 +552,7 @@ impl Vrouter {
         decisions.clear();
         self.scratch = decisions;
         if denied {
-            let rule = decided.last().map(|d| d.to_string()).unwrap_or_default();
-            self.flows.insert(
-                FlowKey {
-                    itf: i as u32,
-                    tuple: t,
-                },
-                FlowEntry {
-                    action: FlowAction::Drop {
-                        reason: Arc::from(rule.as_str()),
-                    },
-                    reverse: false,
-                    decided,
-                },
-            );
-            if let Some(h) = &mut hop {
-                h.flow = Some("new flow: deny".into());
-            }
-            self.drop_with(tr, hop, rule);
+            self.deny_new_flow(i as u32, t, decided, tr, hop);
             return;
         }
         let snat_tuple = if snat {
@@ -1019,24 +1029,7 @@ impl Vrouter {
         decisions.clear();
         self.scratch = decisions;
         if denied {
-            let rule = decided.last().map(|d| d.to_string()).unwrap_or_default();
-            self.flows.insert(
-                FlowKey {
-                    itf: j as u32,
-                    tuple: t,
-                },
-                FlowEntry {
-                    action: FlowAction::Drop {
-                        reason: Arc::from(rule.as_str()),
-                    },
-                    reverse: false,
-                    decided,
-                },
-            );
-            if let Some(h) = &mut hop {
-                h.flow = Some("new flow: deny".into());
-            }
-            self.drop_with(tr, hop, rule);
+            self.deny_new_flow(j as u32, t, decided, tr, hop);
             return;
         }
         self.flows.insert(
