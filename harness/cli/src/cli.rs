@@ -22,6 +22,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The probe agent that runs inside each pod: `serve` the pod's declared ports, `probe` a
+    /// batch of destinations (one exec per source pod).
+    #[command(
+        after_help = "Example:\n  harness agent serve --ports TCP/80,UDP/80 --identity x/a\n  echo '[{\"to\": \"10.32.0.5\", \"protocol\": \"TCP\", \"port\": 80}]' | harness agent probe --batch -"
+    )]
+    Agent(crate::agent::AgentArgs),
     /// Validate scenario files or directories (exit 0 when all are valid, 2 otherwise).
     #[command(
         after_help = "Example:\n  harness lint scenarios/\n  harness lint scenarios/examples/netpol-deny-all.yaml"
@@ -37,6 +43,13 @@ pub enum Command {
         after_help = "Example:\n  harness schema > schema/scenario.schema.json\n\nPoint editors at it from a scenario file:\n  # yaml-language-server: $schema=../../schema/scenario.schema.json"
     )]
     Schema(SchemaArgs),
+    /// Run scenarios on a cluster (the embedded `sim` provider by default) and report every
+    /// cell: exit 0 all passed, 1 a check failed, 2 bad input, 3 infrastructure error,
+    /// 130 interrupted.
+    #[command(
+        after_help = "Example:\n  harness run scenarios/examples/\n  harness run scenarios/examples/netpol-deny-all-ingress.yaml --seed 7 --report-dir /tmp/r\n  harness run scenarios/ --label 'netpol && !slow' --contrail-profile r5.0\n\n--only REGEX is matched against check ids (STEP/KIND-N) and cell keys\n(STEP/KIND-N[FROM -> TO PORT]); a failing cell prints the command that reruns just it."
+    )]
+    Run(RunArgs),
     /// Print the expected truth tables and the oracle's explanations for every reachability
     /// check of a scenario — before any cluster exists.
     #[command(
@@ -104,6 +117,48 @@ pub enum ExplainCells {
 }
 
 #[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Scenario files or directories (searched recursively; `fixtures/` directories are skipped).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Where the cluster comes from.
+    #[arg(long, default_value = "sim", value_name = "sim")]
+    pub provider: String,
+    /// Where probes run.
+    #[arg(long, default_value = "model", value_name = "model|netns")]
+    pub dataplane: String,
+    /// Seed ordering the probes (printed; rerun with it to reproduce the order).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Only scenarios, checks or cells whose name, id (STEP/KIND-N) or cell key
+    /// (STEP/KIND-N[FROM -> TO PORT]) matches this regular expression.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Only scenarios whose labels match this expression (`netpol && !slow`).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Semantics profile of the mock Contrail and of the oracle (overrides the scenarios').
+    #[arg(long, value_name = "upstream|r5.0")]
+    pub contrail_profile: Option<String>,
+    /// Inject a mock Contrail fault (repeatable), e.g. `--fault egress-rules-dropped`.
+    #[arg(long = "fault", value_name = "NAME")]
+    pub faults: Vec<String>,
+    /// Scenarios run at once, each on its own cluster.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Where the reports go (default `reports/<run-id>/`).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Which cells get an evidence folder (trace, pcap, policies, oracle).
+    #[arg(long, default_value = "failures", value_name = "failures|all|none")]
+    pub evidence: String,
+    /// Keep each scenario's cluster up after its steps, print how to reach it, and wait for
+    /// Ctrl-C before tearing it down.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct PlanArgs {
     /// The scenario file.
     pub scenario: PathBuf,
@@ -156,4 +211,14 @@ pub struct ContrailMockArgs {
     /// Semantics of the kube-manager emulation.
     #[arg(long, value_name = "upstream|r5.0", default_value = "upstream")]
     pub contrail_profile: String,
+}
+
+impl Command {
+    /// Verbs that only print (no servers, no sockets): they may die quietly on a closed pipe.
+    pub fn prints_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Lint(_) | Command::List(_) | Command::Schema(_) | Command::Plan(_)
+        )
+    }
 }

@@ -6,8 +6,7 @@
 pub enum Exit {
     /// Everything passed.
     Ok = 0,
-    /// A check failed (`plan` and `lint` never judge a cluster; `run` will).
-    #[allow(dead_code)]
+    /// A check failed (only `run` judges a cluster).
     CheckFailed = 1,
     /// Bad input: a scenario or the arguments.
     BadInput = 2,

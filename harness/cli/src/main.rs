@@ -1,8 +1,9 @@
 //! `harness`: conformance and end-to-end tests for Kubernetes networked by Contrail.
 //!
 //! A thin binary: argument parsing, printing and exit codes. Everything else lives in the
-//! library crates (`harness-scenario`, `harness-oracle`, `harness-report`).
+//! library crates (`harness-scenario`, `harness-oracle`, `harness-report`, `harness-runner`).
 
+mod agent;
 mod bench;
 mod cli;
 mod discover;
@@ -10,6 +11,7 @@ mod exit;
 mod lint;
 mod list;
 mod plan;
+mod run;
 mod serve;
 mod term;
 
@@ -32,11 +34,22 @@ fn main() {
             std::process::exit(code as i32);
         }
     };
+    if cli.command.prints_only() {
+        // `harness plan … | head` must end quietly: with SIGPIPE ignored (Rust's default),
+        // `println!` panics on a closed pipe. Only for verbs that own no sockets, where a
+        // peer closing a connection must stay an error, not a signal.
+        // SAFETY: called before any thread exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let term = term::Term::detect();
     let code = match cli.command {
+        Command::Agent(args) => agent::run(&args),
         Command::Lint(args) => lint::run(&args, &term),
         Command::List(args) => list::run(&args, &term),
         Command::Schema(args) => schema(&args),
+        Command::Run(args) => run::run(&args, &term),
         Command::Plan(args) => plan::run(&args, &term),
         Command::Bench(args) => bench::run(&args, &term),
         Command::KubeSim(args) => serve::kube_sim(&args, &term),

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use harness_oracle::{Cluster, Oracle, Verdict};
+use harness_oracle::{Cluster, Oracle};
 use harness_report::truth_table::TruthTable;
-use harness_scenario::model::{
-    Expectation, ExpectedVerdict, LabelTarget, Profile, ReachabilityCheck, ServiceChain,
-};
+use harness_runner::expect::{expected_word, oracle_agrees, stated_verdict, verdict_word};
+use harness_runner::reach::summarize;
+use harness_scenario::model::{Expectation, LabelTarget, Profile, ReachabilityCheck, ServiceChain};
 use harness_scenario::template::{self, Binding};
-use harness_scenario::{LoadedScenario, Peer, TableCell};
+use harness_scenario::{LoadedScenario, Peer};
 
 use crate::cli::{ExplainCells, PlanArgs};
 use crate::exit::Exit;
@@ -181,13 +181,7 @@ fn plan_check(
                     Some(None) => ("?".to_string(), None),
                     Some(Some(v)) => {
                         let word = expected_word(v);
-                        let agrees = match v {
-                            ExpectedVerdict::Allow => exp.verdict == Verdict::Allow,
-                            ExpectedVerdict::Deny => exp.verdict != Verdict::Allow,
-                            ExpectedVerdict::Drop => exp.verdict == Verdict::Deny,
-                            ExpectedVerdict::Reject => exp.verdict == Verdict::Reject,
-                            ExpectedVerdict::Oracle => true,
-                        };
+                        let agrees = oracle_agrees(v, exp.verdict);
                         (
                             word.to_string(),
                             (!agrees).then(|| format!("the oracle expects {oracle_word}")),
@@ -222,89 +216,6 @@ fn plan_check(
         ports: check.ports.iter().map(|p| p.to_string()).collect(),
         cells,
     })
-}
-
-fn summarize(peers: &[Peer]) -> String {
-    let names: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
-    if names.len() > 4 {
-        format!("{}, … ({} peers)", names[..3].join(", "), names.len())
-    } else {
-        names.join(", ")
-    }
-}
-
-/// What the scenario itself states for a cell (given by its endpoint labels): `None` = the
-/// oracle decides, `Some(None)` = not checked (`?`), `Some(Some(v))` = a literal verdict.
-pub fn stated_verdict(
-    check: &ReachabilityCheck,
-    table: Option<&harness_scenario::TruthTable>,
-    from: &str,
-    to: &str,
-    port: &harness_scenario::PortSpec,
-) -> Option<Option<ExpectedVerdict>> {
-    if let Some(ex) = check.except.iter().find(|e| {
-        covers(&e.from, from) && covers(&e.to, to) && (e.ports.is_empty() || e.ports.contains(port))
-    }) {
-        return match ex.verdict {
-            ExpectedVerdict::Oracle => None,
-            v => Some(Some(v)),
-        };
-    }
-    if let Some(t) = table {
-        let (Ok(f), Ok(d)) = (from.parse::<Peer>(), to.parse::<Peer>()) else {
-            return Some(None);
-        };
-        return match t.get(&f, &d) {
-            Some(TableCell::Expect(v)) => Some(Some(v)),
-            Some(TableCell::DontCare) | None => Some(None),
-        };
-    }
-    match check.verdict() {
-        ExpectedVerdict::Oracle => None,
-        v => Some(Some(v)),
-    }
-}
-
-/// Whether a (possibly wildcard) peer stands for the endpoint with this label.
-pub fn covers(peer: &Peer, label: &str) -> bool {
-    let Ok(ep) = label.parse::<Peer>() else {
-        return false;
-    };
-    match (peer, &ep) {
-        (
-            Peer::Pod { namespace, name },
-            Peer::Pod {
-                namespace: harness_scenario::NamePattern::Exact(ns),
-                name: harness_scenario::NamePattern::Exact(n),
-            },
-        ) => namespace.matches(ns) && name.matches(n),
-        (
-            Peer::NodePort {
-                service,
-                node: None,
-            },
-            Peer::NodePort { service: s2, .. },
-        ) => service == s2,
-        _ => peer == &ep,
-    }
-}
-
-fn verdict_word(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Allow => "allow",
-        Verdict::Deny => "deny",
-        Verdict::Reject => "reject",
-    }
-}
-
-fn expected_word(v: ExpectedVerdict) -> &'static str {
-    match v {
-        ExpectedVerdict::Allow => "allow",
-        ExpectedVerdict::Deny => "deny",
-        ExpectedVerdict::Drop => "drop",
-        ExpectedVerdict::Reject => "reject",
-        ExpectedVerdict::Oracle => "oracle",
-    }
 }
 
 fn mark(word: &str) -> char {

@@ -22,6 +22,8 @@ use crate::wire::frame::{
 };
 use crate::wire::sctp;
 
+pub mod io;
+
 /// Flows a vrouter keeps before the oldest age out.
 pub const DEFAULT_FLOW_CAPACITY: usize = 65_536;
 const MAX_STEPS: usize = 256;
@@ -764,7 +766,7 @@ impl Dataplane {
                 }
                 Ev::TapRx(i, f) => {
                     tr.frame(|| self.itf_link(i), &f);
-                    if prober == Prober::Itf(i) {
+                    if prober == Prober::Itf(i) && !self.own_request(&f) {
                         answers.push((f, std::sync::Arc::clone(&responder)));
                     } else if let Some(e) = self.itf_endpoint[i] {
                         self.endpoint_rx(e, i, f, tr, &mut q, &mut responder);
@@ -832,6 +834,17 @@ impl Dataplane {
         self.queue_buf = q;
         self.out_buf = out;
         answers
+    }
+
+    /// Whether a frame delivered to the prober's own interface is its probe coming back to
+    /// itself (a pod reaching its own address, or its own service's ClusterIP with itself as
+    /// the backend): then the endpoint serves it; anything else there is an answer.
+    fn own_request(&self, f: &[u8]) -> bool {
+        frame::parse_ipv4(f, ETH_HEADER_LEN).is_ok_and(|s| {
+            s.tuple.src == s.tuple.dst
+                && s.tuple.sport == self.next_port
+                && matches!(s.tuple.proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+        })
     }
 
     fn endpoint_rx(

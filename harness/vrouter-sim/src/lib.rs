@@ -50,6 +50,7 @@ pub mod topology;
 pub mod trace;
 pub mod wire;
 
+pub use dataplane::io;
 pub use dataplane::{
     DEFAULT_FLOW_CAPACITY, Dataplane, DataplaneError, EndpointRef, Observation, ProbeOptions,
     Verdict,

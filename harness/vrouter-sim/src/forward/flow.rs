@@ -13,11 +13,15 @@ use crate::wire::frame::Tuple;
 /// The pseudo-interface of a node's vhost (fabric SNAT sessions are keyed on it).
 pub const VHOST_ITF: u32 = u32::MAX;
 
-/// A flow key: the interface the flow belongs to and the packet's 5-tuple.
+/// A flow key: the interface the flow belongs to, which way the packet crosses it and the
+/// packet's 5-tuple. The direction keeps a hairpin session apart (a pod reaching itself
+/// through its own service: the same tuple leaves and enters the same interface).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     /// Interface index ([`VHOST_ITF`] for the vhost).
     pub itf: u32,
+    /// The packet is for the interface (true) or comes from it (false).
+    pub inbound: bool,
     /// 5-tuple.
     pub tuple: Tuple,
 }
@@ -134,6 +138,7 @@ mod tests {
     fn key(port: u16) -> FlowKey {
         FlowKey {
             itf: 0,
+            inbound: false,
             tuple: Tuple {
                 src: Ipv4Addr::new(10, 0, 0, 1),
                 dst: Ipv4Addr::new(10, 0, 0, 2),

@@ -138,6 +138,7 @@ impl Vrouter {
     fn deny_new_flow(
         &mut self,
         itf: u32,
+        inbound: bool,
         tuple: Tuple,
         decided: Arc<[Decision]>,
         tr: &mut Tracer,
@@ -145,7 +146,11 @@ impl Vrouter {
     ) {
         let rule = decided.last().map(|d| d.to_string()).unwrap_or_default();
         self.flows.insert(
-            FlowKey { itf, tuple },
+            FlowKey {
+                itf,
+                inbound,
+                tuple,
+            },
             FlowEntry {
                 action: FlowAction::Drop {
                     reason: Arc::from(rule.as_str()),
@@ -272,6 +277,7 @@ impl Vrouter {
         };
         let key = FlowKey {
             itf: i as u32,
+            inbound: false,
             tuple: kt,
         };
         if let Some(e) = self.flows.get(&key) {
@@ -552,7 +558,7 @@ impl Vrouter {
         decisions.clear();
         self.scratch = decisions;
         if denied {
-            self.deny_new_flow(i as u32, t, decided, tr, hop);
+            self.deny_new_flow(i as u32, false, t, decided, tr, hop);
             return;
         }
         let snat_tuple = if snat {
@@ -577,6 +583,7 @@ impl Vrouter {
         self.flows.insert(
             FlowKey {
                 itf: i as u32,
+                inbound: false,
                 tuple: t,
             },
             FlowEntry {
@@ -593,6 +600,7 @@ impl Vrouter {
             Some(st) => self.flows.insert(
                 FlowKey {
                     itf: VHOST_ITF,
+                    inbound: true,
                     tuple: st.reversed(),
                 },
                 FlowEntry {
@@ -607,6 +615,7 @@ impl Vrouter {
             None => self.flows.insert(
                 FlowKey {
                     itf: i as u32,
+                    inbound: true,
                     tuple: t.reversed(),
                 },
                 FlowEntry {
@@ -771,7 +780,11 @@ impl Vrouter {
                         ctl.itf_label[j]
                     ));
                 }
-                if src_ff && dst_ff {
+                // Plain IP reaches the interface only when it owns the destination address:
+                // the underlay routes by address. A packet steered into a service instance
+                // (addressed to someone else) needs the label, so it is tunnelled.
+                let owns_dst = ctl.model.interfaces[j].ips.contains(&s.tuple.dst);
+                if src_ff && dst_ff && owns_dst {
                     self.plain(ctl, frame, tr, out, hop, "ip-fabric forwarding");
                 } else {
                     let itf = &ctl.model.interfaces[j];
@@ -893,6 +906,7 @@ impl Vrouter {
         };
         if let Some(e) = self.flows.get(&FlowKey {
             itf: j as u32,
+            inbound: true,
             tuple: kt,
         }) {
             let reverse = e.reverse;
@@ -1029,12 +1043,13 @@ impl Vrouter {
         decisions.clear();
         self.scratch = decisions;
         if denied {
-            self.deny_new_flow(j as u32, t, decided, tr, hop);
+            self.deny_new_flow(j as u32, true, t, decided, tr, hop);
             return;
         }
         self.flows.insert(
             FlowKey {
                 itf: j as u32,
+                inbound: true,
                 tuple: t,
             },
             FlowEntry {
@@ -1046,6 +1061,7 @@ impl Vrouter {
         self.flows.insert(
             FlowKey {
                 itf: j as u32,
+                inbound: false,
                 tuple: eff.reversed(),
             },
             FlowEntry {
@@ -1180,6 +1196,7 @@ impl Vrouter {
                     ..
                 }) = self.flows.get(&FlowKey {
                     itf: VHOST_ITF,
+                    inbound: true,
                     tuple: kt,
                 })
             {

@@ -221,6 +221,17 @@ impl World {
             let Ok(port) = u16::try_from(sp.port) else {
                 continue;
             };
+            // The VNC schema's LoadbalancerProtocolType has no SCTP (HTTP, HTTPS, TCP, UDP,
+            // TERMINATED_HTTPS): an SCTP port gets only its port mapping on the VIP floating
+            // IP, which is what forwards it; a listener or pool would be refused with 400.
+            if !matches!(proto.as_str(), "TCP" | "UDP" | "HTTP" | "HTTPS") {
+                let target = backend_pods
+                    .iter()
+                    .find_map(|(_, pod)| target_port(sp, pod))
+                    .unwrap_or(port);
+                mappings.push(json!({"protocol": proto, "src_port": port, "dst_port": target}));
+                continue;
+            }
             let lname = format!(
                 "{lbname}-{proto}-{port}-{}",
                 derived_uuid(&uid, &format!("listener-{raw}-{port}"))
