@@ -50,6 +50,29 @@ pub enum Command {
         after_help = "Example:\n  harness run scenarios/examples/\n  harness run scenarios/examples/netpol-deny-all-ingress.yaml --seed 7 --report-dir /tmp/r\n  harness run scenarios/ --label 'netpol && !slow' --contrail-profile r5.0\n\n--only REGEX is matched against check ids (STEP/KIND-N) and cell keys\n(STEP/KIND-N[FROM -> TO PORT]); a failing cell prints the command that reruns just it."
     )]
     Run(RunArgs),
+    /// Check the checks: run the conformance suite clean (must pass), once per mock Contrail
+    /// fault (each must be caught) and against profile r5.0 (every failure must be explained
+    /// by a named deviation, every predicted deviation shown). Exit 0 all good, 1 a fault
+    /// undetected / the clean run failed / an unexplained r5.0 result, 2 bad input,
+    /// 3 infrastructure error.
+    #[command(
+        after_help = "Example:\n  harness selftest\n  harness selftest scenarios/conformance --report-dir /tmp/st --parallel 4\n  harness selftest --only-fault egress-rules-dropped --only-fault ecmp-pinned\n\nWrites selftest.md and selftest.json (and each phase's results.json) to the report dir."
+    )]
+    Selftest(SelftestArgs),
+    /// Stand the sim cluster up (with a scenario's resources applied, if given), write
+    /// DIR/kubeconfig and DIR/endpoints.json, serve the probe endpoint, and hold the cluster
+    /// until Ctrl-C or SIGTERM (exit 130 after an orderly stop; DIR is kept).
+    #[command(
+        after_help = "Example:\n  harness up scenarios/examples/netpol-deny-all-ingress.yaml --state-dir /tmp/h\n  kubectl --kubeconfig /tmp/h/kubeconfig get pods -A -o wide\n  harness probe --state-dir /tmp/h y/a x/a TCP/80\n  harness up --state-dir /tmp/h --nodes 3 --contrail-profile r5.0\n\nHolding is the default (--hold is accepted for the same thing), with or without a\nterminal. The scenario's steps are not run; apply changes with kubectl. DIR/endpoints.json\n({\"kubernetes\", \"contrail\", \"probe\", ...}) appears once everything is ready."
+    )]
+    Up(UpArgs),
+    /// Probe a cluster held by `harness up`: the oracle's expectation with its explanation,
+    /// the observed verdict and the per-hop trace (exit 0 when probed, whatever the verdict;
+    /// 2 bad peer or port; 3 no cluster answers at DIR).
+    #[command(
+        after_help = "Example:\n  harness probe --state-dir /tmp/h x/a x/b TCP/80\n  harness probe --state-dir /tmp/h y/a svc:x/s-x-a TCP/80 --trace\n  harness probe --state-dir /tmp/h external:internet-client lb:shop/web-lb TCP/80 --json\n    (after: harness up scenarios/examples/services-external-access.yaml --state-dir /tmp/h)\n  harness probe --state-dir /tmp/h 'x/*' z/c TCP/serve-81-tcp\n\nPeers use the scenario syntax (x/a, x/*, svc:NS/NAME, nodeport:NS/NAME@node-1, lb:, ingress:,\nnode:NAME, host:NAME, external:NAME); ports TCP/80, UDP/53, SCTP/80, ICMP or named ports."
+    )]
+    Probe(ProbeArgs),
     /// Print the expected truth tables and the oracle's explanations for every reachability
     /// check of a scenario — before any cluster exists.
     #[command(
@@ -137,15 +160,22 @@ pub struct RunArgs {
     /// Only scenarios whose labels match this expression (`netpol && !slow`).
     #[arg(long)]
     pub label: Option<String>,
-    /// Semantics profile of the mock Contrail and of the oracle (overrides the scenarios').
+    /// Semantics profile the mock Contrail runs (overrides the scenarios'). Expected verdicts
+    /// still come from --expect-profile: a cell where r5.0 deviates fails, explained by the
+    /// deviation's name.
     #[arg(long, value_name = "upstream|r5.0")]
     pub contrail_profile: Option<String>,
+    /// Semantics expected verdicts come from: `upstream` (the blueprint, the default) or
+    /// `r5.0` (check that a cluster behaves as shipped R5.0 is known to).
+    #[arg(long, value_name = "upstream|r5.0", default_value = "upstream")]
+    pub expect_profile: String,
     /// Inject a mock Contrail fault (repeatable), e.g. `--fault egress-rules-dropped`.
     #[arg(long = "fault", value_name = "NAME")]
     pub faults: Vec<String>,
-    /// Scenarios run at once, each on its own cluster.
-    #[arg(long, default_value_t = 1)]
-    pub parallel: usize,
+    /// Scenarios run at once, each on its own cluster (default: 2 × CPUs, since scenarios
+    /// mostly wait on their clusters).
+    #[arg(long)]
+    pub parallel: Option<usize>,
     /// Where the reports go (default `reports/<run-id>/`).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
@@ -156,6 +186,67 @@ pub struct RunArgs {
     /// Ctrl-C before tearing it down.
     #[arg(long)]
     pub keep: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// A scenario whose `cluster:` and `contrail:` define the cluster and whose resources are
+    /// applied (its steps are not run). Without it: a bare cluster.
+    pub scenario: Option<PathBuf>,
+    /// Hold the cluster until interrupted (the default for `up`; accepted for scripts that
+    /// spell it out).
+    #[arg(long)]
+    pub hold: bool,
+    /// Where the kubeconfig and endpoints.json go (created if missing; kept after the stop).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Semantics profile of the mock Contrail and of the oracle (overrides the scenario's).
+    #[arg(long, value_name = "upstream|r5.0")]
+    pub contrail_profile: Option<String>,
+    /// Inject a mock Contrail fault (repeatable), e.g. `--fault egress-rules-dropped`.
+    #[arg(long = "fault", value_name = "NAME")]
+    pub faults: Vec<String>,
+    /// Compute nodes of a bare cluster (default 2; a scenario sets cluster.nodes instead).
+    #[arg(long, value_name = "N")]
+    pub nodes: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// The state directory `harness up --state-dir` wrote.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Where the probe starts: a pod (x/a, x/*), node:NAME, host:NAME or external:NAME.
+    pub from: String,
+    /// Where it goes: any peer (x/b, svc:x/s-x-b, lb:x/web, ingress:x/web, host:cloud-db, …).
+    pub to: String,
+    /// TCP/80, UDP/53, SCTP/80, ICMP, or a named port (TCP/serve-80-tcp).
+    pub port: String,
+    /// Also save each probe's frames as DIR/probes/FROM__TO__PORT.pcap (for tshark).
+    #[arg(long)]
+    pub trace: bool,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    /// Scenario files or directories (default `scenarios/conformance`).
+    pub paths: Vec<PathBuf>,
+    /// Where the self-test report goes (default `reports/selftest-<run-id>/`).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Scenarios run at once across all phases (default: 2 × CPUs).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Only inject these faults (repeatable; default: every fault). The clean and r5.0
+    /// phases always run.
+    #[arg(long = "only-fault", value_name = "NAME")]
+    pub only_faults: Vec<String>,
+    /// Seed ordering the probes (printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Args, Debug)]

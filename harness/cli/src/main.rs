@@ -11,9 +11,12 @@ mod exit;
 mod lint;
 mod list;
 mod plan;
+mod probe;
 mod run;
+mod selftest;
 mod serve;
 mod term;
+mod up;
 
 use clap::Parser;
 
@@ -50,7 +53,10 @@ fn main() {
         Command::List(args) => list::run(&args, &term),
         Command::Schema(args) => schema(&args),
         Command::Run(args) => run::run(&args, &term),
+        Command::Selftest(args) => selftest::run(&args, &term),
         Command::Plan(args) => plan::run(&args, &term),
+        Command::Up(args) => up::run(&args, &term),
+        Command::Probe(args) => probe::run(&args, &term),
         Command::Bench(args) => bench::run(&args, &term),
         Command::KubeSim(args) => serve::kube_sim(&args, &term),
         Command::ContrailMock(args) => serve::contrail_mock(&args, &term),

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use harness_report::{RunResult, ScenarioResult, terminal};
 use harness_runner::evidence::EvidenceMode;
+use harness_runner::provider::netns;
 use harness_runner::run::{self as runner, DataplaneKind, Event, RunOptions, ScenarioInput};
 use harness_runner::select::Selection;
 use harness_scenario::{MockFault, Profile};
@@ -40,6 +41,10 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
         None => None,
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return bad(term, &format!("--contrail-profile: {e}")),
+    };
+    let expect_profile = match args.expect_profile.parse::<Profile>() {
+        Ok(p) => p,
+        Err(e) => return bad(term, &format!("--expect-profile: {e}")),
     };
     let mut faults = Vec::new();
     for f in &args.faults {
@@ -98,6 +103,27 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
             "no scenario matches the paths, --label and --only given",
         );
     }
+    if dataplane == DataplaneKind::Netns {
+        // Before any cluster is stood up: without the capability nothing can be built (exit 3,
+        // naming it); namespaces a killed earlier run left behind are removed first.
+        if let Err(e) = netns::check_capabilities() {
+            eprintln!("{} --dataplane netns: {e}", term.red("error:", true));
+            return Exit::Infrastructure;
+        }
+        match netns::sweep_leftovers() {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => println!(
+                "netns: removed {} namespace{} left by dead runs: {}",
+                gone.len(),
+                if gone.len() == 1 { "" } else { "s" },
+                gone.join(" ")
+            ),
+            Err(e) => {
+                eprintln!("{} --dataplane netns: {e}", term.red("error:", true));
+                return Exit::Infrastructure;
+            }
+        }
+    }
     let seed = args.seed.unwrap_or_else(harness_runner::seed::fresh_seed);
     let run_id = runner::new_run_id();
     let report_dir = args
@@ -110,6 +136,7 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
         seed,
         selection: Selection::all(),
         profile,
+        expect_profile,
         faults,
         report_dir: Some(report_dir.clone()),
         evidence,
@@ -118,11 +145,13 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
         ..RunOptions::default()
     };
     println!(
-        "harness run: {} scenario{} · provider {} · dataplane {} · seed {seed}",
+        "harness run: {} scenario{} · provider {} · dataplane {} · contrail profile {} · expected verdicts {} · seed {seed}",
         inputs.len(),
         if inputs.len() == 1 { "" } else { "s" },
         opts.provider,
-        dataplane.as_str()
+        dataplane.as_str(),
+        profile.map_or("per scenario", Profile::as_str),
+        expect_profile.as_str()
     );
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -157,7 +186,8 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
                 }
             })
         };
-        let work = runner::run_all(&inputs, &opts, args.parallel, Some(&tx));
+        let parallel = args.parallel.unwrap_or_else(runner::default_parallel);
+        let work = runner::run_all(&inputs, &opts, parallel, Some(&tx));
         let outcome = tokio::select! {
             r = work => (false, Some(r)),
             _ = tokio::signal::ctrl_c() => (true, None),
@@ -177,7 +207,7 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
                     let _ = tokio::signal::ctrl_c().await;
                 });
                 eprintln!(
-                    "\ninterrupted again: exiting without cleanup; the servers of the running scenario may be left and the report was not written"
+                    "\ninterrupted again: exiting without cleanup; the servers of the running scenario may be left (netns namespaces are swept by the next `harness run --dataplane netns`) and the report was not written"
                 );
                 std::process::exit(Exit::Interrupted as i32);
             }
@@ -187,11 +217,39 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
         );
     }
     // Dropping the runtime stops every task the cancelled run left (clusters' servers).
+    if interrupted {
+        // The cancelled scenarios' sessions dropped their namespaces; a probe batch still
+        // blocking on a thread may hold one: tear every live netns run down now.
+        for e in netns::cleanup_live() {
+            eprintln!("{} {e}", term.red("error:", true));
+        }
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    let mut netns_left = Vec::new();
+    if dataplane == DataplaneKind::Netns {
+        for e in netns::cleanup_live() {
+            eprintln!("{} {e}", term.red("error:", true));
+        }
+        let runs = netns::started_runs();
+        netns_left = netns::leftover_namespaces();
+        if netns_left.is_empty() && !runs.is_empty() {
+            println!(
+                "netns: every namespace of run{} {} deleted",
+                if runs.len() == 1 { "" } else { "s" },
+                runs.join(", ")
+            );
+        }
+    }
     let scenarios = results.unwrap_or_else(|| {
         std::mem::take(&mut *done.lock().unwrap_or_else(PoisonError::into_inner))
     });
     let mut infrastructure_errors = Vec::new();
+    if !netns_left.is_empty() {
+        infrastructure_errors.push(format!(
+            "netns namespaces left behind (the next run sweeps them): {}",
+            netns_left.join(" ")
+        ));
+    }
     if interrupted && !args.keep {
         infrastructure_errors.push(format!(
             "interrupted (Ctrl-C) after {} of {} scenarios",
@@ -302,6 +360,7 @@ fn print_event(e: &Event, term: &Term) {
             println!("    curl -s {contrail}/virtual-networks -H 'X-Role: admin'");
             println!("    press Ctrl-C to tear it down");
         }
+        Event::Netns { detail } => println!("  netns: {detail}"),
         Event::ScenarioDone { result } => {
             if let Some(e) = &result.setup_error {
                 println!("  {} {e}", term.red("setup error:", false));

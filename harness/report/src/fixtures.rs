@@ -109,6 +109,7 @@ fn cell(from: &str, to: &str, port: &str, expected: &str, observed: &str) -> Cel
         loopback: false,
         evidence: vec![],
         rerun: None,
+        deviations: vec![],
     }
 }
 

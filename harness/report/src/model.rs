@@ -201,6 +201,13 @@ pub struct CellResult {
     pub evidence: Vec<String>,
     /// The one command that reruns just this cell.
     pub rerun: Option<String>,
+    /// Reachability only: the named `r5.0` deviations (CONFORMANCE.md §3) behind this cell —
+    /// on a failed cell, the deviations that explain its observation (the `r5.0` oracle
+    /// predicts exactly what was observed); on a passed cell of a run against an `r5.0`
+    /// cluster, deviations the `r5.0` oracle predicted here but the cluster did not show.
+    /// Empty (and absent from JSON) otherwise, so readers of older files keep working.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deviations: Vec<String>,
 }
 
 /// The verdict for one cell.
@@ -624,7 +631,24 @@ mod tests {
             loopback: false,
             evidence: vec![],
             rerun: None,
+            deviations: vec![],
         }
+    }
+
+    /// `deviations` is optional in JSON: absent when empty, and files written before it
+    /// existed still parse.
+    #[test]
+    fn cell_deviations_are_optional_in_json() {
+        let plain = serde_json::to_value(cell(Outcome::Passed)).unwrap();
+        assert!(plain.get("deviations").is_none(), "{plain}");
+        let old: CellResult = serde_json::from_value(plain).unwrap();
+        assert!(old.deviations.is_empty());
+        let mut explained = cell(Outcome::Failed);
+        explained.deviations = vec!["peer-selectors-or".into()];
+        let v = serde_json::to_value(&explained).unwrap();
+        assert_eq!(v["deviations"], serde_json::json!(["peer-selectors-or"]));
+        let back: CellResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, explained);
     }
 
     fn check(outcomes: Vec<Outcome>) -> CheckResult {

@@ -11,8 +11,12 @@
 //! * [`reach`]: reachability checks (eventually / consistently, path assertions, flaky
 //!   detection, evidence); [`checks`]: Contrail object assertions and RBAC;
 //!   [`chain`]: service chains through the VNC API.
+//! * [`hold`]: a cluster held for `harness up`, and the loopback probe endpoint
+//!   `harness probe` calls.
 //! * [`expect`], [`select`], [`seed`], [`evidence`]: expected verdicts, `--only`, the seeded
 //!   probe order, evidence folders.
+//! * [`selftest`]: the suite clean, once per mock fault and against `r5.0`, judged (every
+//!   fault caught, every r5.0 failure explained by a named deviation).
 //!
 //! Invariants: the runner never prints (the CLI renders events and results); every change
 //! goes through the Kubernetes or the VNC API; expected verdicts come from the oracle built
@@ -36,9 +40,11 @@ pub mod chain;
 pub mod checks;
 pub mod evidence;
 pub mod expect;
+pub mod hold;
 pub mod observe;
 pub mod provider;
 pub mod reach;
 pub mod run;
 pub mod seed;
 pub mod select;
+pub mod selftest;

@@ -21,6 +21,13 @@ use crate::select::Selection;
 pub const DEFAULT_WITHIN: Duration = Duration::from_secs(5);
 /// Pause between probe rounds while cells settle or hold.
 const ROUND_PAUSE: Duration = Duration::from_millis(10);
+/// Unsettled cells stop waiting for `within` once the cluster has been quiescent (the same
+/// [`ReachabilityRun::quiescence`] stamp before and after each round) for this many
+/// consecutive probe rounds …
+pub const QUIET_ROUNDS: u32 = 10;
+/// … and at least this long: nothing left can change their verdict, so waiting out the rest
+/// of `within` only costs time (a fault run has hundreds of such cells).
+pub const QUIET_MIN: Duration = Duration::from_millis(200);
 
 /// Everything a reachability check needs.
 pub struct ReachabilityRun<'a> {
@@ -32,8 +39,21 @@ pub struct ReachabilityRun<'a> {
     pub check: &'a ReachabilityCheck,
     /// The oracle's model of the observed cluster.
     pub model: &'a Cluster,
-    /// The profile expected verdicts come from.
+    /// The profile expected verdicts come from (`--expect-profile`; `upstream`, the
+    /// blueprint, unless asked otherwise).
     pub profile: Profile,
+    /// The profile the cluster under test runs (`--contrail-profile`). When expectations are
+    /// `upstream`, failed cells are also evaluated under `r5.0`, and those whose observation
+    /// the `r5.0` oracle predicts are explained by its deviations' names
+    /// ([`CellResult::deviations`]); against an `r5.0` cluster, passed cells where `r5.0`
+    /// predicts a different verdict are annotated too.
+    pub cluster_profile: Profile,
+    /// A fingerprint of every state that can change a verdict (API objects, config changes,
+    /// vrouter programming), `None` while the cluster is not settled. Equal stamps around a
+    /// probe round mean nothing moved; after [`QUIET_ROUNDS`] such rounds (and [`QUIET_MIN`])
+    /// unsettled cells fail without waiting out `within`. `None` here: always wait `within`
+    /// (a dataplane whose verdicts may change without the stamp seeing it).
+    pub quiescence: Option<&'a (dyn Fn() -> Option<u64> + Sync)>,
     /// The dataplane.
     pub executor: &'a dyn ProbeExecutor,
     /// Orders the probes.
@@ -118,35 +138,68 @@ fn port_number(model: &Cluster, to: &Endpoint, port: &PortSpec) -> Result<u16, S
     }
 }
 
-fn request(
+/// The probe for one cell: where it starts, the address and port it targets (named ports
+/// resolved on the model), or why the cell cannot be probed. Shared with `harness probe`
+/// ([`crate::hold`]), so a held cluster resolves peers exactly as a run does.
+pub fn request(
     model: &Cluster,
     from: &Endpoint,
     to: &Endpoint,
     port: &PortSpec,
 ) -> Result<ProbeRequest, String> {
     let origin = origin(from).ok_or_else(|| format!("a probe cannot start at {from}"))?;
-    match to.kind() {
-        EndpointKind::NodePort { .. } => {
-            return Err(
-                "node ports need kube-proxy, which the model dataplane does not simulate yet"
-                    .into(),
-            );
-        }
-        EndpointKind::Ingress { .. } => {
-            return Err(
-                "ingress proxies (Contrail's haproxy) are not simulated by the model dataplane yet"
-                    .into(),
-            );
-        }
-        _ => {}
-    }
+    let number = match to.kind() {
+        EndpointKind::NodePort {
+            namespace, name, ..
+        } => node_port_number(model, namespace, name, port)?,
+        _ => port_number(model, to, port)?,
+    };
     Ok(ProbeRequest {
         from: origin,
         to: to.address(),
         protocol: port.protocol,
-        port: port_number(model, to, port)?,
+        port: number,
         trace: false,
     })
+}
+
+/// The node port a `nodeport:` cell probes on the node's address: the scenario names the
+/// Service port (by number or name), as the oracle reads it; a number that is itself one of
+/// the service's node ports is taken as is, and a number the service does not publish is
+/// probed as given (nothing listens there).
+fn node_port_number(
+    model: &Cluster,
+    namespace: &str,
+    name: &str,
+    port: &PortSpec,
+) -> Result<u16, String> {
+    let svc = model
+        .service(namespace, name)
+        .ok_or_else(|| format!("service {namespace}/{name} is not in the cluster"))?;
+    let same = |p: &&harness_oracle::model::ServicePort| p.protocol == port.protocol;
+    match &port.port {
+        None => Ok(0),
+        Some(PortRef::Number(n)) => Ok(svc
+            .ports
+            .iter()
+            .filter(same)
+            .find(|p| p.node_port == Some(*n))
+            .or_else(|| svc.ports.iter().filter(same).find(|p| p.port == *n))
+            .and_then(|p| p.node_port)
+            .unwrap_or(*n)),
+        Some(PortRef::Name(want)) => svc
+            .ports
+            .iter()
+            .filter(same)
+            .find(|p| p.name.as_deref() == Some(want.as_str()))
+            .and_then(|p| p.node_port)
+            .ok_or_else(|| {
+                format!(
+                    "service {namespace}/{name} has no {} node port named `{want}`",
+                    port.protocol
+                )
+            }),
+    }
 }
 
 fn wants_trace(path: Option<&PathAssertion>) -> bool {
@@ -268,6 +321,7 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
                 loopback: false,
                 evidence: Vec::new(),
                 rerun: None,
+                deviations: Vec::new(),
             });
             result.duration_ms = started.elapsed().as_millis() as u64;
             return result;
@@ -320,6 +374,13 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
                 if exp.loopback && check.loopback == LoopbackPolicy::Skip {
                     request = Err("loopback cell (loopback: skip)".into());
                 }
+                // A probe this dataplane cannot make here (SCTP without kernel SCTP, node
+                // ports on the netns dataplane) is skipped with the reason, never passed.
+                if let Ok(req) = &request
+                    && let Some(why) = r.executor.cannot_probe(req, to, &exp.path.via)
+                {
+                    request = Err(why);
+                }
                 cells.push(Cell {
                     from: from.clone(),
                     to: to.clone(),
@@ -344,7 +405,11 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
     // Eventually: probe unsettled cells until they match or `within` runs out.
     let within = check.within.map(|d| d.0).unwrap_or(DEFAULT_WITHIN);
     let deadline = r.changed_at.max(started) + within;
+    // Rounds run entirely inside one unchanged, settled cluster state, and since when.
+    let mut quiet: Option<(u64, u32, Instant)> = None;
+    let mut gave_up_quiet: Option<(u32, u128, u128)> = None;
     loop {
+        let stamp_before = r.quiescence.and_then(|q| q());
         // Loopback cells that are only reported are probed once: they never hold a check up.
         let report_only = |c: &Cell| {
             c.oracle.loopback && check.loopback == LoopbackPolicy::Report && c.attempts > 0
@@ -382,6 +447,24 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
             c.last = Some(obs);
         }
         if Instant::now() >= deadline {
+            break;
+        }
+        let stamp_after = r.quiescence.and_then(|q| q());
+        quiet = match (stamp_before, stamp_after, quiet) {
+            (Some(b), Some(a), Some((s, n, since))) if b == a && a == s => Some((s, n + 1, since)),
+            (Some(b), Some(a), _) if b == a => Some((a, 1, Instant::now())),
+            _ => None,
+        };
+        let inconclusive = pending
+            .iter()
+            .any(|&i| matches!(cells[i].last, Some(Observed::Inconclusive { .. })));
+        if let Some((_, rounds, since)) = quiet
+            && rounds >= QUIET_ROUNDS
+            && since.elapsed() >= QUIET_MIN
+            && !inconclusive
+        {
+            let into = r.changed_at.max(started).elapsed().as_millis();
+            gave_up_quiet = Some((rounds, since.elapsed().as_millis(), into));
             break;
         }
         tokio::time::sleep(ROUND_PAUSE).await;
@@ -511,6 +594,10 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
     }
 
     // Results.
+    // The r5.0 oracle, built only when some cell needs it (failed cells under upstream
+    // expectations; every cell of a run against an r5.0 cluster).
+    let r50 = std::cell::OnceCell::new();
+    let r50 = || r50.get_or_init(|| Oracle::new(r.model, Profile::R50));
     for c in &cells {
         let (fl, tl, pl) = (c.from.to_string(), c.to.to_string(), c.port.to_string());
         let key = cell_key(r.id, &fl, &tl, &pl);
@@ -550,6 +637,18 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
                         reason: "loopback cell: reported, not judged (loopback: report)".into(),
                     }
                 } else if failed {
+                    if c.settled_ms.is_none()
+                        && let Some((rounds, ms, into)) = gave_up_quiet
+                    {
+                        let waited = format!(
+                            "stopped waiting {into} ms into `within` {}: the cluster did not change for {rounds} probe rounds ({ms} ms)",
+                            humantime(within)
+                        );
+                        detail = Some(match detail {
+                            Some(d) => format!("{d}; {waited}"),
+                            None => waited,
+                        });
+                    }
                     Outcome::Failed
                 } else if c.flaky {
                     Outcome::Flaky
@@ -558,6 +657,19 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
                 }
             }
         };
+        let mut deviations = Vec::new();
+        if r.profile != Profile::R50
+            && let Some((names, note)) = r50_annotation(
+                r50,
+                c,
+                &outcome,
+                &observed,
+                r.cluster_profile == Profile::R50,
+            )
+        {
+            explanation = format!("{explanation} [{note}]");
+            deviations = names;
+        }
         let notable = matches!(
             outcome,
             Outcome::Failed | Outcome::Flaky | Outcome::Inconclusive { .. }
@@ -622,6 +734,7 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
             loopback: c.oracle.loopback,
             evidence,
             rerun: notable.then(|| (r.rerun)(&key)),
+            deviations,
         });
     }
     let dedup = |v: Vec<String>| {
@@ -640,6 +753,61 @@ pub async fn run(r: ReachabilityRun<'_>) -> CheckResult {
     }
     result.duration_ms = started.elapsed().as_millis() as u64;
     result
+}
+
+/// The r5.0 reading of a judged cell, when expectations are not r5.0's: for a cell that failed
+/// on its verdict, the deviations that explain the observation (the r5.0 oracle predicts
+/// exactly it, and its verdict differs from upstream because of them); against an r5.0
+/// cluster, for a passed cell, the deviations r5.0 predicts here that the cluster did not
+/// show. Returns the names and the note for the explanation.
+fn r50_annotation<'o>(
+    r50: impl FnOnce() -> &'o Oracle<'o>,
+    c: &Cell,
+    outcome: &Outcome,
+    observed: &str,
+    cluster_is_r50: bool,
+) -> Option<(Vec<String>, String)> {
+    let verdict_failed = matches!(outcome, Outcome::Failed)
+        && c.settled_ms.is_none()
+        && c.broke.is_none()
+        && c.path_problem.is_none();
+    let passed = matches!(outcome, Outcome::Passed | Outcome::Flaky);
+    if !(verdict_failed || passed && cluster_is_r50) {
+        return None;
+    }
+    let e = r50().evaluate(&c.from, &c.to, &c.port);
+    if e.deviations.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = e.deviations.iter().map(|d| d.name().to_string()).collect();
+    let predicted = Want::from_oracle(e.verdict).accepts(observed);
+    if verdict_failed && predicted {
+        let note = format!(
+            "explained by r5.0 deviation{}: {}",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+        Some((names, note))
+    } else if passed && !predicted {
+        let note = format!(
+            "r5.0 predicts {} here (deviation{}: {}), but the cluster behaved as upstream",
+            expect::verdict_word(e.verdict),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        );
+        Some((names, note))
+    } else {
+        None
+    }
+}
+
+/// `5s`, `250ms`: a `within` for people.
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 fn join(s: &BTreeSet<String>) -> String {

@@ -18,6 +18,7 @@ use crate::apply::Applier;
 use crate::checks;
 use crate::evidence::{EvidenceMode, EvidenceSink};
 use crate::provider::ProbeExecutor;
+use crate::provider::netns::{self as netns, NetnsExecutor};
 use crate::provider::sim::{SimCluster, SimSpec};
 use crate::reach::{self, ReachabilityRun};
 use crate::seed::Rng;
@@ -68,8 +69,13 @@ pub struct RunOptions {
     pub seed: u64,
     /// `--only`.
     pub selection: Selection,
-    /// `--contrail-profile`: overrides every scenario's `contrail.profile`.
+    /// `--contrail-profile`: overrides every scenario's `contrail.profile` (what the mock
+    /// Contrail runs).
     pub profile: Option<Profile>,
+    /// `--expect-profile`: the semantics expected verdicts come from. `upstream` (the
+    /// blueprint) by default whatever the cluster runs, so a run against an `r5.0` cluster
+    /// shows its deviations as failed cells, each explained by the deviations' names.
+    pub expect_profile: Profile,
     /// Faults added to every scenario's `contrail.faults`.
     pub faults: Vec<MockFault>,
     /// Report directory (evidence is written below it).
@@ -92,6 +98,7 @@ impl Default for RunOptions {
             seed: 0,
             selection: Selection::all(),
             profile: None,
+            expect_profile: Profile::Upstream,
             faults: Vec::new(),
             report_dir: None,
             evidence: EvidenceMode::Failures,
@@ -139,6 +146,11 @@ pub enum Event {
         kubernetes: String,
         /// The Contrail VNC API URL.
         contrail: String,
+    },
+    /// `--dataplane netns`: the namespaces are up, or the run's underlay capture was written.
+    Netns {
+        /// What happened, one line (`run 3fa9c1: 9 namespaces up in 180 ms`).
+        detail: String,
     },
     /// A scenario finished.
     ScenarioDone {
@@ -208,6 +220,15 @@ pub async fn run_scenario(
             checks,
         });
     }
+    // `keep` keeps the namespaces with the cluster (for `ip netns exec`): they go when the
+    // future is dropped (Ctrl-C), through the executor's Drop.
+    let _kept_netns = match session.netns.take() {
+        Some(net) => {
+            finish_netns(&net, &s.name, opts, &mut result, &emit);
+            opts.keep.then_some(net)
+        }
+        None => None,
+    };
     result.duration_ms = started.elapsed().as_millis() as u64;
     emit(Event::ScenarioDone {
         result: Box::new(result.clone()),
@@ -239,6 +260,8 @@ struct Session<'a> {
     chains: Vec<harness_scenario::model::ServiceChain>,
     rng: Rng,
     rbac_mapping: Option<harness_oracle::ContrailMapping>,
+    /// `--dataplane netns`: the namespaces probes run in (dropping it deletes them).
+    netns: Option<NetnsExecutor>,
 }
 
 impl<'a> Session<'a> {
@@ -253,9 +276,8 @@ impl<'a> Session<'a> {
             return Err("contrail.mode real needs the `existing` provider, which is not built yet; run with the mock (mode: mock)".into());
         }
         if opts.dataplane == DataplaneKind::Netns {
-            return Err(
-                "--dataplane netns is not available yet (issue #7); use --dataplane model".into(),
-            );
+            // Before anything is stood up: a missing capability is an infrastructure error.
+            netns::check_capabilities()?;
         }
         let mut contrail = s.contrail.clone();
         if let Some(p) = opts.profile {
@@ -304,6 +326,7 @@ impl<'a> Session<'a> {
             chains: Vec::new(),
             rng: Rng::new(opts.seed ^ fnv(&s.name)),
             rbac_mapping,
+            netns: None,
         };
         let manifests: Vec<Value> = loaded.resources().into_iter().map(|m| m.object).collect();
         let prepared = match session.apply(&manifests).await {
@@ -314,6 +337,37 @@ impl<'a> Session<'a> {
             // The orderly path: wait for every server and task to stop.
             session.cluster.shutdown().await;
             return Err(format!("resources: {e}"));
+        }
+        if opts.dataplane == DataplaneKind::Netns {
+            // The pods are wired in the model now: build their namespaces in one go, over the
+            // same model dataplane (its follower keeps the configuration flowing).
+            let t = Instant::now();
+            let (model, dp) = (session.cluster.dataplane(), session.cluster.model());
+            // The underlay subnet is the scenario's first ip-fabric subnet (vhosts, fabric
+            // hosts and the gateway are laid out in it).
+            let prefix_len = session
+                .spec
+                .contrail
+                .ip_fabric_subnets
+                .first()
+                .map_or(24, ipnet::Ipv4Net::prefix_len);
+            match netns::blocking(|| NetnsExecutor::up(model, dp, prefix_len)) {
+                Ok(net) => {
+                    emit(Event::Netns {
+                        detail: format!(
+                            "run {}: {} namespaces up in {} ms",
+                            net.run_id(),
+                            net.namespaces().len(),
+                            t.elapsed().as_millis()
+                        ),
+                    });
+                    session.netns = Some(net);
+                }
+                Err(e) => {
+                    session.cluster.shutdown().await;
+                    return Err(format!("the netns dataplane could not be built: {e}"));
+                }
+            }
         }
         Ok(session)
     }
@@ -478,6 +532,11 @@ impl<'a> Session<'a> {
         }
         let changed_at = Instant::now();
         self.converge().await?;
+        if let Some(net) = &self.netns {
+            // Pods this step created or deleted get (or lose) their namespaces now.
+            netns::blocking(|| net.sync())
+                .map_err(|e| format!("the netns dataplane could not follow the pods: {e}"))?;
+        }
         emit(Event::StepConverged {
             step: step.name.clone(),
             ms: changed_at.elapsed().as_millis() as u64,
@@ -494,7 +553,17 @@ impl<'a> Session<'a> {
         } else {
             None
         };
-        let executor = self.cluster.dataplane();
+        let model_dataplane = self.cluster.dataplane();
+        let executor: &dyn ProbeExecutor = match &self.netns {
+            Some(net) => net,
+            None => &model_dataplane,
+        };
+        // The model dataplane's verdicts change only with the cluster's state, which the sim
+        // stamps; real sockets (netns) may not, so they always wait out `within`.
+        let quiescence = self
+            .netns
+            .is_none()
+            .then_some(|| self.cluster.quiescence_stamp());
         for (ci, e) in step.expect.iter().enumerate() {
             let Some(id) = ids
                 .iter()
@@ -521,8 +590,10 @@ impl<'a> Session<'a> {
                         step: &step.name,
                         check,
                         model,
-                        profile: self.profile,
-                        executor: &executor as &dyn ProbeExecutor,
+                        profile: self.opts.expect_profile,
+                        cluster_profile: self.profile,
+                        quiescence: quiescence.as_ref().map(|q| q as _),
+                        executor,
                         rng: &mut self.rng,
                         changed_at,
                         selection: &self.opts.selection,
@@ -621,6 +692,58 @@ impl<'a> Session<'a> {
     }
 }
 
+/// Ends a scenario's netns dataplane: writes the run's underlay capture to
+/// `<report-dir>/netns/<scenario>/underlay.pcap` and deletes the namespaces (unless `keep`:
+/// then the caller holds them until it is dropped). A failure to
+/// delete them is the scenario's setup error (exit 3): namespaces must not be left behind.
+fn finish_netns(
+    net: &NetnsExecutor,
+    scenario: &str,
+    opts: &RunOptions,
+    result: &mut ScenarioResult,
+    emit: &dyn Fn(Event),
+) {
+    if let Some(dir) = &opts.report_dir {
+        let path = dir
+            .join("netns")
+            .join(crate::evidence::component(scenario))
+            .join("underlay.pcap");
+        let detail = match net.write_underlay_pcap(&path) {
+            Ok((frames, 0)) => format!("underlay capture {} ({frames} frames)", path.display()),
+            Ok((frames, more)) => format!(
+                "underlay capture {} ({frames} frames; {more} later frames not kept)",
+                path.display()
+            ),
+            Err(e) => format!(
+                "could not write the underlay capture {}: {e}",
+                path.display()
+            ),
+        };
+        emit(Event::Netns { detail });
+    }
+    let id = net.run_id().to_owned();
+    if opts.keep {
+        emit(Event::Netns {
+            detail: format!("run {id}: namespaces h{id}-* kept until Ctrl-C"),
+        });
+        return;
+    }
+    match netns::blocking(|| net.cleanup()) {
+        Ok(()) => emit(Event::Netns {
+            detail: format!("run {id}: namespaces h{id}-* deleted"),
+        }),
+        Err(e) => {
+            let msg = format!(
+                "the netns dataplane's namespaces h{id}-* could not all be deleted (the next run sweeps them): {e}"
+            );
+            result.setup_error = Some(match result.setup_error.take() {
+                Some(prev) => format!("{prev}; {msg}"),
+                None => msg,
+            });
+        }
+    }
+}
+
 /// `harness run FILE --only '…' --seed N [--contrail-profile P] [--fault F]…`.
 pub fn rerun_command(opts: &RunOptions, file_arg: &str, only: &str) -> String {
     let mut parts = vec![
@@ -635,6 +758,10 @@ pub fn rerun_command(opts: &RunOptions, file_arg: &str, only: &str) -> String {
     if let Some(p) = opts.profile {
         parts.push("--contrail-profile".into());
         parts.push(p.as_str().into());
+    }
+    if opts.expect_profile != Profile::Upstream {
+        parts.push("--expect-profile".into());
+        parts.push(opts.expect_profile.as_str().into());
     }
     for f in &opts.faults {
         parts.push("--fault".into());
@@ -703,6 +830,13 @@ pub struct ScenarioInput {
     pub selection: Option<Selection>,
 }
 
+/// How many scenarios run at once by default: twice the CPUs. A scenario spends most of its
+/// time waiting on its cluster (convergence, probe rounds), so two per core keep the CPUs
+/// busy without thrashing (measured on 2 cores: docs/BENCHMARKS.md).
+pub fn default_parallel() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+}
+
 /// Runs scenarios, up to `parallel` at once (each on its own cluster), and returns their
 /// results in input order.
 pub async fn run_all(
@@ -739,4 +873,29 @@ pub fn new_run_id() -> String {
 /// The current time, RFC 3339 (for `RunResult::started_at`).
 pub fn now_rfc3339() -> String {
     harness_vrouter_sim::node::now_rfc3339()
+}
+
+/// Stands `loaded`'s cluster up with its resources applied and converged, and hands it over
+/// whole instead of running the steps (`harness up`, [`crate::hold`]). Same path as a run:
+/// the scenario's `cluster:`/`contrail:` with `opts`' profile and faults, rbacMapping,
+/// bindings, NetworkPolicy creation order.
+pub(crate) async fn prepare(
+    loaded: &LoadedScenario,
+    file_arg: &str,
+    opts: &RunOptions,
+) -> Result<crate::hold::Prepared, String> {
+    let up_ms = std::sync::atomic::AtomicU64::new(0);
+    let emit = |e: Event| {
+        if let Event::ClusterUp { ms } = e {
+            up_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let s = Session::start(loaded, file_arg, opts, &emit).await?;
+    Ok(crate::hold::Prepared {
+        cluster: s.cluster,
+        spec: s.spec,
+        order: s.order,
+        rbac_mapping: s.rbac_mapping,
+        cluster_up_ms: up_ms.load(std::sync::atomic::Ordering::Relaxed),
+    })
 }

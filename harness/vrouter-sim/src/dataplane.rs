@@ -23,9 +23,16 @@ use crate::wire::frame::{
 use crate::wire::sctp;
 
 pub mod io;
+pub mod kube_proxy;
+mod proxy;
 
 /// Flows a vrouter keeps before the oldest age out.
 pub const DEFAULT_FLOW_CAPACITY: usize = 65_536;
+/// The node ports the gateway lets in from outside to the node addresses: kube-apiserver's
+/// default `--service-node-port-range`.
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// Sessions opened from inside the cluster whose answers the gateway lets back in.
+const GATEWAY_SESSIONS: usize = 65_536;
 const MAX_STEPS: usize = 256;
 
 /// Where a probe starts.
@@ -179,6 +186,42 @@ pub struct Dataplane {
     flow_capacity: usize,
     queue_buf: VecDeque<Ev>,
     out_buf: Vec<Out>,
+    kube_proxy: kube_proxy::KubeProxies,
+    gateway_sessions: GatewaySessions,
+    proxy_port: u16,
+}
+
+/// The gateway's session table: the answers it lets in from outside are those of sessions
+/// opened from inside (a stateful firewall); everything else from outside must be for a
+/// published address (a floating IP of the public pool or a node port).
+#[derive(Debug, Default)]
+struct GatewaySessions {
+    set: HashSet<frame::Tuple>,
+    order: VecDeque<frame::Tuple>,
+}
+
+impl GatewaySessions {
+    fn open(&mut self, answer: frame::Tuple) {
+        while self.set.len() >= GATEWAY_SESSIONS {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.set.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.set.insert(answer) {
+            self.order.push_back(answer);
+        }
+    }
+
+    fn admits(&self, s: &frame::Ipv4Summary) -> bool {
+        let key = match &s.transport {
+            Transport::IcmpError { quoted, .. } => quoted.map(|q| q.reversed()),
+            _ => Some(s.tuple),
+        };
+        key.is_some_and(|k| self.set.contains(&k))
+    }
 }
 
 impl Dataplane {
@@ -210,6 +253,9 @@ impl Dataplane {
             flow_capacity: capacity,
             queue_buf: VecDeque::with_capacity(16),
             out_buf: Vec::with_capacity(8),
+            kube_proxy: kube_proxy::KubeProxies::default(),
+            gateway_sessions: GatewaySessions::default(),
+            proxy_port: 32768,
             topology,
         };
         dp.vrouters = dp
@@ -472,6 +518,33 @@ impl Dataplane {
     /// Whether a node's vrouter is restarting.
     pub fn is_restarting(&self, node: &str) -> bool {
         self.node(node).is_ok_and(|n| self.vrouters[n].restarting)
+    }
+
+    /// Installs kube-proxy's node-port rules of node `node` (replacing the previous ones;
+    /// conntrack keeps established connections): what the node agent's kube-proxy does after
+    /// each change of the Services and EndpointSlices it watches.
+    ///
+    /// # Errors
+    /// Unknown node.
+    pub fn set_node_ports(
+        &mut self,
+        node: &str,
+        rules: Vec<kube_proxy::NodePortRule>,
+    ) -> Result<(), DataplaneError> {
+        self.node(node)?;
+        self.kube_proxy
+            .entry(node.to_owned())
+            .or_default()
+            .set_rules(rules);
+        Ok(())
+    }
+
+    /// kube-proxy's node-port rules on `node`, sorted by protocol and port.
+    pub fn node_ports(&self, node: &str) -> Vec<kube_proxy::NodePortRule> {
+        self.kube_proxy
+            .get(node)
+            .map(|p| p.rules().into_iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Number of flow entries of a node's vrouter.
@@ -741,7 +814,16 @@ impl Dataplane {
         out.clear();
         let mut responder: std::sync::Arc<str> = std::sync::Arc::from("");
         let mut steps = 0;
-        while let Some(ev) = q.pop_front() {
+        let mut sessions: Vec<proxy::ProxySession> = Vec::new();
+        loop {
+            let Some(ev) = q.pop_front() else {
+                // Nothing moves any more: ingress proxies give up on backend connections
+                // nobody answered (their connect timeout), which may send more frames.
+                if self.proxy_timeouts(tr, &mut q, &mut sessions, &mut responder) {
+                    continue;
+                }
+                break;
+            };
             steps += 1;
             if steps > MAX_STEPS {
                 tr.dropped(
@@ -770,6 +852,8 @@ impl Dataplane {
                         answers.push((f, std::sync::Arc::clone(&responder)));
                     } else if let Some(e) = self.itf_endpoint[i] {
                         self.endpoint_rx(e, i, f, tr, &mut q, &mut responder);
+                    } else if let Some(p) = self.ctl.itf_proxy[i] {
+                        self.proxy_rx(p, i, f, tr, &mut q, &mut sessions, &mut responder);
                     } else {
                         tr.dropped(
                             &format!("interface {}", self.ctl.itf_name(i)),
@@ -787,7 +871,20 @@ impl Dataplane {
                     &mut responder,
                 ),
                 Ev::HostRx(n, f) => {
-                    if prober == Prober::Node(n) {
+                    let node = &self.ctl.nodes[n];
+                    let (name, vhost, mac) = (node.name.clone(), node.vhost, node.mac);
+                    let f = match self.kube_proxy.get_mut(&name) {
+                        Some(kp) => match kp.input(&name, vhost, mac, f, tr) {
+                            kube_proxy::Verdict::Pass(f) => f,
+                            kube_proxy::Verdict::Send(f) => {
+                                q.push_back(Ev::HostTx(n, f));
+                                continue;
+                            }
+                            kube_proxy::Verdict::Dropped => continue,
+                        },
+                        None => f,
+                    };
+                    if prober == Prober::Node(n) && !self.own_probe(vhost, &f) {
                         answers.push((f, std::sync::Arc::clone(&responder)));
                     } else {
                         let name = format!("node {}", self.ctl.nodes[n].name);
@@ -807,17 +904,46 @@ impl Dataplane {
                         }
                     }
                 }
-                Ev::HostTx(n, f) => self.vrouters[n].receive_from_host(&self.ctl, f, tr, &mut out),
+                Ev::HostTx(n, f) => {
+                    // A node's packet for its own address never leaves the node: it loops
+                    // back into its IP stack (and kube-proxy's OUTPUT rules).
+                    if frame::parse_ipv4(&f, ETH_HEADER_LEN)
+                        .is_ok_and(|s| s.tuple.dst == self.ctl.nodes[n].vhost)
+                    {
+                        q.push_back(Ev::HostRx(n, f));
+                    } else {
+                        self.vrouters[n].receive_from_host(&self.ctl, f, tr, &mut out);
+                    }
+                }
                 Ev::ExternalTx(c, f) => {
                     let name = self.topology.external_clients[c].name.clone();
                     tr.frame(|| format!("external {name}"), &f);
-                    self.gateway_from_client(f, tr, &mut out);
+                    if let Some(answer) = self.gateway_from_client(f, tr, &mut out) {
+                        q.push_back(Ev::ExternalRx(c, answer));
+                    }
                 }
                 Ev::ExternalRx(c, f) => {
                     let name = self.topology.external_clients[c].name.clone();
                     tr.frame(|| format!("external {name}"), &f);
                     if prober == Prober::Client(c) {
                         answers.push((f, std::sync::Arc::clone(&responder)));
+                    } else {
+                        // A probe client serves nothing: its kernel answers RST, ICMP port
+                        // unreachable or ABORT (and echo replies), back through the gateway.
+                        let ip = self.topology.external_clients[c].ip;
+                        let label = format!("external client {name}");
+                        if let Some(reply) = host_answer(
+                            &label,
+                            &format!("backend={label}"),
+                            &HashSet::new(),
+                            &[ip],
+                            device_mac(ip),
+                            &f,
+                            tr,
+                        ) {
+                            responder = std::sync::Arc::from(label.as_str());
+                            q.push_back(Ev::ExternalTx(c, reply));
+                        }
                     }
                 }
             }
@@ -844,6 +970,18 @@ impl Dataplane {
             s.tuple.src == s.tuple.dst
                 && s.tuple.sport == self.next_port
                 && matches!(s.tuple.proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+        })
+    }
+
+    /// Whether a frame that reached node's IP stack (address `vhost`) is the node's own
+    /// probe looped back (a node probing itself), not an answer to it.
+    fn own_probe(&self, vhost: Ipv4Addr, f: &[u8]) -> bool {
+        frame::parse_ipv4(f, ETH_HEADER_LEN).is_ok_and(|s| {
+            s.tuple.src == vhost
+                && s.tuple.dst == vhost
+                && s.tuple.sport == self.next_port
+                && !matches!(s.transport, Transport::IcmpError { .. })
+                && !matches!(s.transport, Transport::IcmpEcho { reply: true, .. })
         })
     }
 
@@ -1059,7 +1197,7 @@ impl Dataplane {
         }
     }
 
-    fn gateway_from_fabric(&self, f: Vec<u8>, tr: &mut Tracer, q: &mut VecDeque<Ev>) {
+    fn gateway_from_fabric(&mut self, f: Vec<u8>, tr: &mut Tracer, q: &mut VecDeque<Ev>) {
         let gw = &self.topology.gateway.name;
         let inner = match encap::decapsulate(&f, ([0; 6], device_mac(self.ctl.gateway))) {
             Ok(Some(d)) if d.id == GATEWAY_LABEL || d.kind == Encapsulation::Vxlan => d.inner_frame,
@@ -1079,6 +1217,9 @@ impl Dataplane {
         };
         match self.client_by_ip.get(&s.tuple.dst) {
             Some(c) => {
+                if !matches!(s.transport, Transport::IcmpError { .. }) {
+                    self.gateway_sessions.open(s.tuple.reversed());
+                }
                 let mut inner = inner;
                 frame::set_macs(
                     &mut inner,
@@ -1102,11 +1243,20 @@ impl Dataplane {
         }
     }
 
-    fn gateway_from_client(&self, mut f: Vec<u8>, tr: &mut Tracer, out: &mut Vec<Out>) {
+    /// A packet from an external client: to a floating IP of the public pool (tunnelled to
+    /// a member's vrouter), to a node port of a node address, or an answer of a session
+    /// opened from inside (plain on the underlay); anything else is not published and is
+    /// dropped. Returns the gateway's own answer to the client, if any.
+    fn gateway_from_client(
+        &self,
+        mut f: Vec<u8>,
+        tr: &mut Tracer,
+        out: &mut Vec<Out>,
+    ) -> Option<Vec<u8>> {
         let gw = self.topology.gateway.name.clone();
         let Ok(s) = frame::parse_ipv4(&f, ETH_HEADER_LEN) else {
             tr.dropped(&gw, "malformed packet".into());
-            return;
+            return None;
         };
         let t = s.tuple;
         let gmac = device_mac(self.ctl.gateway);
@@ -1119,11 +1269,37 @@ impl Dataplane {
                 .filter(|i| self.ctl.itf_node[*i].is_some())
                 .collect();
             if members.is_empty() {
+                if fip_cfg.port_mappings_enable {
+                    // A LoadBalancer / external IP of a service without ready backends: the
+                    // reject route reaches the gateway like the VIP's route would.
+                    let macs = (gmac, frame::parse(&f).map(|x| x.src_mac).unwrap_or([0; 6]));
+                    match crate::forward::vrouter::vip_reject(&self.ctl, *fip, &s, &f, macs) {
+                        Ok(answer) => {
+                            if tr.trace {
+                                tr.hops.push(Hop {
+                                    at: gw,
+                                    packet: t.to_string(),
+                                    route: Some(format!("{}/32 (floating IP {})", t.dst, fip_cfg.fq)),
+                                    note: Some(format!(
+                                        "rejected: load balancer VIP {} has no member; ICMP port unreachable sent",
+                                        t.dst
+                                    )),
+                                    ..Hop::default()
+                                });
+                            }
+                            return Some(answer);
+                        }
+                        Err(reason) => {
+                            tr.dropped(&gw, reason);
+                            return None;
+                        }
+                    }
+                }
                 tr.dropped(
                     &gw,
                     format!("floating IP {} is attached to no placed interface", t.dst),
                 );
-                return;
+                return None;
             }
             let mut b = [0u8; 13];
             b[0..4].copy_from_slice(&t.src.octets());
@@ -1177,26 +1353,60 @@ impl Dataplane {
                 });
             }
             out.push(Out::Fabric { frame: enc });
-            return;
+            return None;
         }
-        if self.ctl.node_by_vhost.contains_key(&t.dst)
+        let routed = self.ctl.node_by_vhost.contains_key(&t.dst)
             || self.host_by_ip.contains_key(&t.dst)
-            || self.ctl.fabric_pod_routes.contains_key(&t.dst)
-        {
-            frame::set_macs(&mut f, [0; 6], gmac);
-            if tr.trace {
-                tr.hops.push(Hop {
-                    at: gw,
-                    packet: t.to_string(),
-                    next_hop: Some("underlay".into()),
-                    encapsulation: Some("none".into()),
-                    ..Hop::default()
-                });
-            }
-            out.push(Out::Fabric { frame: f });
-            return;
+            || self.ctl.fabric_pod_routes.contains_key(&t.dst);
+        if !routed {
+            tr.dropped(&gw, format!("no route to {} at the gateway", t.dst));
+            return None;
         }
-        tr.dropped(&gw, format!("no route to {} at the gateway", t.dst));
+        // The gateway publishes only floating IPs and node ports: an external client reaches
+        // a node address on the node-port range (kube-proxy's), and nothing else inside the
+        // fabric unless it answers a session opened from inside.
+        let node_port = self.ctl.node_by_vhost.contains_key(&t.dst)
+            && matches!(
+                s.transport,
+                Transport::Tcp { .. } | Transport::Udp | Transport::Sctp { .. }
+            )
+            && NODE_PORT_RANGE.contains(&t.dport);
+        let answer = self.gateway_sessions.admits(&s);
+        if !node_port && !answer {
+            let what = match self.ctl.node_by_vhost.get(&t.dst) {
+                Some(n) => format!(
+                    "node {} is published to the outside only on node ports {}-{} (TCP, UDP, SCTP)",
+                    self.ctl.nodes[*n].name,
+                    NODE_PORT_RANGE.start(),
+                    NODE_PORT_RANGE.end()
+                ),
+                None => format!("{} is not published", t.dst),
+            };
+            tr.dropped(
+                &gw,
+                format!(
+                    "{what}: external clients reach only floating IPs of the public pool (LoadBalancer, external IPs, ingresses) and node ports"
+                ),
+            );
+            return None;
+        }
+        frame::set_macs(&mut f, [0; 6], gmac);
+        if tr.trace {
+            tr.hops.push(Hop {
+                at: gw,
+                packet: t.to_string(),
+                next_hop: Some("underlay".into()),
+                encapsulation: Some("none".into()),
+                note: Some(if answer {
+                    "answer of a session opened from inside".into()
+                } else {
+                    "node port".into()
+                }),
+                ..Hop::default()
+            });
+        }
+        out.push(Out::Fabric { frame: f });
+        None
     }
 }
 

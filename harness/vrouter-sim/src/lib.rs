@@ -15,8 +15,10 @@
 //!   and returns an [`Observation`] (verdict, hops, frames).
 //! - [`trace`]: hops and captured frames, [`trace::write_pcap`].
 //! - [`agent`]: the loop that keeps a dataplane in step with the VNC change stream.
-//! - [`node`]: the node agent toward Kubernetes (kubelet + CNI): Node registration, pod
-//!   wiring and status, and the exec handler running the probe agent inside pods.
+//! - [`node`]: the node agent toward Kubernetes (kubelet + CNI + kube-proxy): Node
+//!   registration, pod wiring and status, the exec handler running the probe agent inside
+//!   pods, and the node-port rules ([`kube_proxy`]) it installs from Services and
+//!   EndpointSlices.
 //!
 //! ```
 //! use harness_scenario::Protocol;
@@ -51,9 +53,10 @@ pub mod trace;
 pub mod wire;
 
 pub use dataplane::io;
+pub use dataplane::kube_proxy;
 pub use dataplane::{
-    DEFAULT_FLOW_CAPACITY, Dataplane, DataplaneError, EndpointRef, Observation, ProbeOptions,
-    Verdict,
+    DEFAULT_FLOW_CAPACITY, Dataplane, DataplaneError, EndpointRef, NODE_PORT_RANGE, Observation,
+    ProbeOptions, Verdict,
 };
 pub use topology::{
     ClientSpec, EndpointSpec, GatewaySpec, HostSpec, NodeSpec, ServedPort, Topology,

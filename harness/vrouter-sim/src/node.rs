@@ -4,7 +4,9 @@
 //! shared [`Dataplane`]), writes the pod status a kubelet and a CNI plugin would (phase,
 //! conditions, `podIP`/`podIPs`, `hostIP`, container statuses, the
 //! `k8s.v1.cni.cncf.io/network-status` annotation), detaches on delete, and serves `pods/exec`
-//! for kube-sim ([`PodExec`]): the probe agent "inside" the pod.
+//! for kube-sim ([`PodExec`]): the probe agent "inside" the pod. It also runs the node's
+//! kube-proxy: it watches Services and EndpointSlices and installs the node's node-port rules
+//! ([`node_port_rules`]) into the dataplane ([`Dataplane::set_node_ports`]).
 //!
 //! The agent reads the Contrail configuration from the dataplane's snapshot, so the dataplane
 //! must be kept in step with the VNC API ([`crate::agent::follow_db`] or
@@ -37,7 +39,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use harness_kube_sim::{ExecError, ExecFuture, ExecHandler, ExecIo, ExecRequest};
 use harness_scenario::Protocol;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
@@ -45,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::dataplane::kube_proxy::{NodePortRule, ServiceEndpoint};
 use crate::{Dataplane, EndpointRef, EndpointSpec, ProbeOptions, ServedPort, Verdict};
 
 /// Field manager of the agent's writes.
@@ -326,6 +330,103 @@ pub fn running_status(pod: &Pod, host_ip: Ipv4Addr, interfaces: &[PodInterface])
     })
 }
 
+/// kube-proxy's node ports from Services and their EndpointSlices: one rule per service port
+/// with a `nodePort`, with the ready endpoints of the EndpointSlices labelled
+/// `kubernetes.io/service-name=<service>` in the service's namespace whose port has the
+/// service port's name and protocol (an endpoint whose `ready` condition is unset counts as
+/// ready, as the API says).
+pub fn node_port_rules<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> Vec<NodePortRule> {
+    let slices: Vec<&EndpointSlice> = slices
+        .into_iter()
+        .filter(|s| s.address_type == "IPv4")
+        .collect();
+    let mut out = Vec::new();
+    for svc in services {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        let name = svc.metadata.name.as_deref().unwrap_or("");
+        let Some(spec) = &svc.spec else { continue };
+        let local = spec.external_traffic_policy.as_deref() == Some("Local");
+        for sp in spec.ports.iter().flatten() {
+            let Some(node_port) = sp.node_port.and_then(|p| u16::try_from(p).ok()) else {
+                continue;
+            };
+            let proto = sp.protocol.as_deref().unwrap_or("TCP");
+            let protocol = match proto {
+                "UDP" => Protocol::Udp,
+                "SCTP" => Protocol::Sctp,
+                _ => Protocol::Tcp,
+            };
+            let port_name = sp.name.as_deref().unwrap_or("");
+            let mut endpoints = BTreeSet::new();
+            for slice in slices.iter().filter(|s| {
+                s.metadata.namespace.as_deref().unwrap_or("default") == ns
+                    && s.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .map(String::as_str)
+                        == Some(name)
+            }) {
+                let Some(port) = slice
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| {
+                        p.name.as_deref().unwrap_or("") == port_name
+                            && p.protocol.as_deref().unwrap_or("TCP") == proto
+                    })
+                    .and_then(|p| p.port)
+                    .and_then(|p| u16::try_from(p).ok())
+                else {
+                    continue;
+                };
+                for ep in slice.endpoints.iter().flatten() {
+                    if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                        continue;
+                    }
+                    for a in &ep.addresses {
+                        if let Ok(address) = a.parse::<Ipv4Addr>() {
+                            endpoints.insert(ServiceEndpoint {
+                                address,
+                                port,
+                                node: ep.node_name.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            out.push(NodePortRule {
+                service: format!("{ns}/{name}"),
+                protocol,
+                node_port,
+                local,
+                endpoints: endpoints.into_iter().collect(),
+            });
+        }
+    }
+    out.sort_by_key(|r| (r.protocol.ip_number(), r.node_port));
+    out
+}
+
+/// The node's kube-proxy state: the Services and EndpointSlices it has seen.
+#[derive(Debug, Default)]
+struct ProxyCache {
+    services: BTreeMap<String, Service>,
+    slices: BTreeMap<String, EndpointSlice>,
+    installed: Option<Vec<NodePortRule>>,
+}
+
+fn obj_key(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
 #[derive(Debug)]
 struct Tracked {
     uid: String,
@@ -472,6 +573,18 @@ impl NodeAgent {
         let pods: Api<Pod> = Api::all(self.client.clone());
         let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", self.node));
         let mut events = watcher(pods, cfg).default_backoff().boxed();
+        // kube-proxy: Services and EndpointSlices of every namespace.
+        let services: Api<Service> = Api::all(self.client.clone());
+        let slices: Api<EndpointSlice> = Api::all(self.client.clone());
+        let mut service_events = watcher(services, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut slice_events = watcher(slices, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut proxy = ProxyCache::default();
+        let mut service_listing: Option<BTreeMap<String, Service>> = None;
+        let mut slice_listing: Option<BTreeMap<String, EndpointSlice>> = None;
         let mut tracked: HashMap<String, Tracked> = HashMap::new();
         let mut listing: Option<BTreeSet<String>> = None;
         let mut poll = tokio::time::interval(self.options.poll);
@@ -506,6 +619,52 @@ impl NodeAgent {
                     Some(Ok(watcher::Event::Apply(pod))) => self.on_apply(pod, &mut tracked),
                     Some(Ok(watcher::Event::Delete(pod))) => self.forget(&key_of(&pod), &mut tracked),
                 },
+                ev = service_events.next() => match ev {
+                    None | Some(Err(_)) => {}
+                    Some(Ok(watcher::Event::Init)) => service_listing = Some(BTreeMap::new()),
+                    Some(Ok(watcher::Event::InitApply(s))) => {
+                        if let Some(l) = service_listing.as_mut() {
+                            l.insert(obj_key(&s.metadata), s);
+                        }
+                    }
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        if let Some(l) = service_listing.take() {
+                            proxy.services = l;
+                            self.sync_proxy(&mut proxy);
+                        }
+                    }
+                    Some(Ok(watcher::Event::Apply(s))) => {
+                        proxy.services.insert(obj_key(&s.metadata), s);
+                        self.sync_proxy(&mut proxy);
+                    }
+                    Some(Ok(watcher::Event::Delete(s))) => {
+                        proxy.services.remove(&obj_key(&s.metadata));
+                        self.sync_proxy(&mut proxy);
+                    }
+                },
+                ev = slice_events.next() => match ev {
+                    None | Some(Err(_)) => {}
+                    Some(Ok(watcher::Event::Init)) => slice_listing = Some(BTreeMap::new()),
+                    Some(Ok(watcher::Event::InitApply(s))) => {
+                        if let Some(l) = slice_listing.as_mut() {
+                            l.insert(obj_key(&s.metadata), s);
+                        }
+                    }
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        if let Some(l) = slice_listing.take() {
+                            proxy.slices = l;
+                            self.sync_proxy(&mut proxy);
+                        }
+                    }
+                    Some(Ok(watcher::Event::Apply(s))) => {
+                        proxy.slices.insert(obj_key(&s.metadata), s);
+                        self.sync_proxy(&mut proxy);
+                    }
+                    Some(Ok(watcher::Event::Delete(s))) => {
+                        proxy.slices.remove(&obj_key(&s.metadata));
+                        self.sync_proxy(&mut proxy);
+                    }
+                },
                 _ = poll.tick(), if pending => self.wire_pending(&mut tracked).await,
                 _ = beat.tick() => {
                     let _ = self.heartbeat().await;
@@ -513,6 +672,20 @@ impl NodeAgent {
             }
         }
         Ok(())
+    }
+
+    /// kube-proxy's sync: recompute the node ports and install them when they changed.
+    fn sync_proxy(&self, proxy: &mut ProxyCache) {
+        let rules = node_port_rules(proxy.services.values(), proxy.slices.values());
+        if proxy.installed.as_ref() == Some(&rules) {
+            return;
+        }
+        if lock(&self.dp)
+            .set_node_ports(&self.node, rules.clone())
+            .is_ok()
+        {
+            proxy.installed = Some(rules);
+        }
     }
 
     fn on_apply(&self, pod: Pod, tracked: &mut HashMap<String, Tracked>) {
@@ -822,6 +995,67 @@ impl ExecHandler for PodExec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ports_follow_service_ports_and_ready_endpoints() {
+        let svc = |name: &str, spec: Value| -> Service {
+            serde_json::from_value(
+                json!({"metadata": {"name": name, "namespace": "shop"}, "spec": spec}),
+            )
+            .unwrap()
+        };
+        let services = [
+            svc(
+                "web-np",
+                json!({"type": "NodePort", "externalTrafficPolicy": "Local", "ports": [
+                    {"name": "http", "port": 80, "nodePort": 30080},
+                    {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]}),
+            ),
+            svc("web", json!({"ports": [{"name": "http", "port": 80}]})),
+        ];
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "web-np-x", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web-np"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "nodeName": "node-1", "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.2"], "conditions": {}},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}},
+            ],
+        }))
+        .unwrap();
+        let other_ns: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "web-np-y", "namespace": "other", "labels": {"kubernetes.io/service-name": "web-np"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.0.0.9"]}],
+        }))
+        .unwrap();
+        let rules = node_port_rules(&services, [&slice, &other_ns]);
+        assert_eq!(rules.len(), 2, "{rules:#?}");
+        let http = &rules[0];
+        assert_eq!(
+            (http.protocol, http.node_port, http.local),
+            (Protocol::Tcp, 30080, true)
+        );
+        let addrs: Vec<String> = http
+            .endpoints
+            .iter()
+            .map(|e| format!("{}:{}", e.address, e.port))
+            .collect();
+        assert_eq!(
+            addrs,
+            ["10.0.0.1:8080", "10.0.0.2:8080"],
+            "ready or unknown, this namespace"
+        );
+        assert_eq!(http.endpoints[0].node.as_deref(), Some("node-1"));
+        // The UDP port has no matching slice port: no endpoint (kube-proxy rejects).
+        assert_eq!(
+            (rules[1].protocol, rules[1].node_port),
+            (Protocol::Udp, 30053)
+        );
+        assert!(rules[1].endpoints.is_empty());
+    }
 
     #[test]
     fn dates() {

@@ -351,3 +351,93 @@ async fn pod_waits_for_its_vmi_and_exec_over_websocket() {
     drop(c.stop.take());
     c.agent.await.unwrap();
 }
+
+/// Waits until the node agent's kube-proxy installed rules satisfying `ok` on node-1.
+async fn wait_node_ports(
+    c: &Cluster,
+    ok: impl Fn(&[harness_vrouter_sim::kube_proxy::NodePortRule]) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        let rules = c.dp.lock().unwrap().node_ports("node-1");
+        if ok(&rules) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "node ports not installed: {rules:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_proxy_installs_node_ports_from_services_and_endpoint_slices() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let c = cluster().await;
+    let server = server_ip(&c);
+    // A NodePort service without selector, its endpoints given by hand (as any controller
+    // would write them): kube-proxy reads both from the API.
+    let services: Api<Service> = Api::namespaced(c.sim.client(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web-np"},
+        "spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": 80, "nodePort": 30080}]},
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("service");
+    wait_node_ports(&c, |r| r.len() == 1 && r[0].endpoints.is_empty()).await;
+    // No endpoint yet: rejected by kube-proxy on node-1.
+    let from = harness_vrouter_sim::EndpointRef::Node("node-2".into());
+    let o =
+        c.dp.lock()
+            .unwrap()
+            .probe(&from, VHOST, harness_scenario::Protocol::Tcp, 30080)
+            .unwrap();
+    assert!(
+        matches!(&o.verdict, harness_vrouter_sim::Verdict::Refused { by } if by.contains("ICMP port unreachable")),
+        "{:?}",
+        o.verdict
+    );
+    let slices: Api<EndpointSlice> = Api::namespaced(c.sim.client(), "default");
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "web-np-manual", "labels": {"kubernetes.io/service-name": "web-np"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": [server.to_string()], "nodeName": "node-2", "conditions": {"ready": true}},
+            {"addresses": ["10.47.0.99"], "nodeName": "node-1", "conditions": {"ready": false}},
+        ],
+    }))
+    .unwrap();
+    slices
+        .create(&PostParams::default(), &slice)
+        .await
+        .expect("slice");
+    wait_node_ports(&c, |r| r.len() == 1 && r[0].endpoints.len() == 1).await;
+    let rules = c.dp.lock().unwrap().node_ports("node-1");
+    assert_eq!(rules[0].endpoints[0].address, server, "only the ready one");
+    assert_eq!(rules[0].service, "default/web-np");
+    let o =
+        c.dp.lock()
+            .unwrap()
+            .probe(&from, VHOST, harness_scenario::Protocol::Tcp, 30080)
+            .unwrap();
+    assert_eq!(
+        o.verdict,
+        harness_vrouter_sim::Verdict::Connected {
+            backend: "default/server".into()
+        },
+        "{:#?}",
+        o.hops
+    );
+    // The service deleted: the rule goes away.
+    services
+        .delete("web-np", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_node_ports(&c, <[_]>::is_empty).await;
+}

@@ -259,6 +259,7 @@ fn base_cell(a: &ContrailAssertion, timing: String) -> CellResult {
         loopback: false,
         evidence: Vec::new(),
         rerun: None,
+        deviations: Vec::new(),
     }
 }
 

@@ -271,6 +271,7 @@ fn blank(subject: &Subject, request: &RbacRequest, port: &str) -> CellResult {
         loopback: false,
         evidence: Vec::new(),
         rerun: None,
+        deviations: Vec::new(),
     }
 }
 

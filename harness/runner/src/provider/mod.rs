@@ -2,8 +2,11 @@
 //!
 //! A provider gives the runner a [`ClusterHandle`]-like set of clients (a kube-rs client, a
 //! Contrail VNC client) and a [`ProbeExecutor`], the dataplane behind which probes run. Only
-//! the [`sim`] provider exists today; nothing outside this module knows which one is in use.
+//! the [`sim`] provider exists today; its probes run on the model dataplane
+//! ([`sim::ModelDataplane`]) or, with `--dataplane netns`, on real network namespaces
+//! ([`netns::NetnsExecutor`]). Nothing outside this module knows which one is in use.
 
+pub mod netns;
 pub mod sim;
 
 use std::net::Ipv4Addr;
@@ -138,4 +141,22 @@ pub trait ProbeExecutor: Send + Sync {
 
     /// Runs every request, in order, and answers one outcome per request.
     fn probe_batch(&self, requests: &[ProbeRequest]) -> Vec<ProbeOutcome>;
+
+    /// Why this dataplane cannot make `request` at all on this machine (the runner reports the
+    /// cell Skipped with the reason instead of probing it, so it never passes), or `None`.
+    /// `to` is the cell's destination as the oracle names it (a pod, a service, a node
+    /// port…); `via` lists the service instances the oracle expects the path to traverse.
+    ///
+    /// The model dataplane can make every probe; the netns dataplane cannot probe SCTP on a
+    /// kernel without SCTP, nor what it does not build yet (service instances, node ports,
+    /// the ingress proxy).
+    fn cannot_probe(
+        &self,
+        request: &ProbeRequest,
+        to: &harness_oracle::Endpoint,
+        via: &[String],
+    ) -> Option<String> {
+        let _ = (request, to, via);
+        None
+    }
 }

@@ -303,6 +303,9 @@ impl SimCluster {
 
         let db = ConfigDb::new();
         let mut km_config = KubeManagerConfig::from_settings(&spec.contrail);
+        if let Some(ms) = std::env::var("HARNESS_EXP_SETTLE_MS").ok().and_then(|v| v.parse().ok()) {
+            km_config.settle = Duration::from_millis(ms);
+        }
         if let Some(doc) = &spec.rbac_mapping {
             km_config.rbac_mapping =
                 harness_contrail_mock::kube_manager::RbacMapping::from_json(doc.clone())
@@ -330,7 +333,8 @@ impl SimCluster {
             let (db, dp) = (db.clone(), dp.clone());
             tokio::spawn(async move {
                 // Ends when the database is dropped; the cluster aborts it on shutdown.
-                let _ = agent::follow_db(db, dp, agent::DEFAULT_DEBOUNCE).await;
+                let d = std::env::var("HARNESS_EXP_DEBOUNCE_MS").ok().and_then(|v| v.parse().ok()).map_or(agent::DEFAULT_DEBOUNCE, Duration::from_millis);
+                let _ = agent::follow_db(db, dp, d).await;
             })
         };
         let km = KubeManager::new(kube.clone(), vnc.clone(), km_config.clone()).spawn();
@@ -515,6 +519,40 @@ impl SimCluster {
     /// The kube-manager emulation's status.
     pub fn kube_manager_status(&self) -> Option<KubeManagerStatus> {
         self.km.as_ref().map(|k| k.handle().status())
+    }
+
+    /// A fingerprint of every state a probe's verdict can depend on — the Kubernetes store's
+    /// revision, the config database's change sequence, what the vrouters have read, and
+    /// kube-manager's progress — or `None` while the cluster is not settled (kube-manager
+    /// not converged, vrouters behind the config database, a component stopped). Two equal
+    /// stamps mean nothing changed in between, so the model dataplane answers the same
+    /// (up to ECMP's choice of backend): the runner stops waiting for cells that cannot
+    /// change any more.
+    pub fn quiescence_stamp(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        if self.died().is_some() {
+            return None;
+        }
+        let km = self.km.as_ref()?.handle().status();
+        if !km.converged {
+            return None;
+        }
+        let db_seq = self.db.current_seq();
+        let dp_seq = lock(&self.dp).snapshot().seq;
+        if dp_seq < db_seq {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            self.sim.store().revision(),
+            db_seq,
+            dp_seq,
+            km.events,
+            km.passes,
+            km.writes,
+        )
+            .hash(&mut h);
+        Some(h.finish())
     }
 
     /// A component that stopped although nobody asked it to, as an error.

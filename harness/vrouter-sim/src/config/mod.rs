@@ -21,8 +21,9 @@ use harness_contrail_vnc::VncObject;
 
 pub use model::{
     AddrMatch, Aps, FirewallEndpoint, FirewallPolicyConfig, FirewallRuleConfig, FloatingIp,
-    IP_FABRIC_FQ, Interface, Model, Network, PolicyAction, PolicyRule, PortMapping, PortPool,
-    PortRange, RuleDirection, SecurityGroup, ServiceInstance, ServiceSide, TagSet, VirtualRouter,
+    IP_FABRIC_FQ, Interface, LbListener, LbMember, LbPool, LoadBalancer, Model, Network,
+    PolicyAction, PolicyRule, PortMapping, PortPool, PortRange, RuleDirection, SecurityGroup,
+    ServiceInstance, ServiceSide, TagSet, VirtualRouter,
 };
 
 /// The VNC types the agent reads.
@@ -46,6 +47,10 @@ pub const RELEVANT_TYPES: &[&str] = &[
     "address-group",
     "service-instance",
     "port-tuple",
+    "loadbalancer",
+    "loadbalancer-listener",
+    "loadbalancer-pool",
+    "loadbalancer-member",
 ];
 
 /// What a change can affect, so the dataplane recompiles only what it must.

@@ -361,6 +361,60 @@ pub struct PortPool {
     pub end: u16,
 }
 
+/// A member of a load-balancer pool: where the proxy opens its backend connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbMember {
+    /// `loadbalancer_member_properties.address` (for an ingress: the backend service's
+    /// ClusterIP).
+    pub address: Ipv4Addr,
+    /// `loadbalancer_member_properties.protocol_port`.
+    pub port: u16,
+}
+
+/// A load-balancer pool (one per backend of a listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbPool {
+    /// fq string.
+    pub fq: String,
+    /// `loadbalancer_pool_properties.protocol`.
+    pub protocol: String,
+    /// The `type` annotation kube-manager writes (`default` for the default backend).
+    pub default: bool,
+    /// The `path` annotation (the ingress rule's path).
+    pub path: String,
+    /// Members, in fq order.
+    pub members: Vec<LbMember>,
+}
+
+/// A load-balancer listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbListener {
+    /// fq string.
+    pub fq: String,
+    /// `HTTP`, `TERMINATED_HTTPS`, `TCP`, ….
+    pub protocol: String,
+    /// `protocol_port`.
+    pub port: u16,
+    /// Its pools: the default backend's first, then by path.
+    pub pools: Vec<LbPool>,
+}
+
+/// A load balancer (`loadbalancer` with its listeners, pools and members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    /// uuid.
+    pub uuid: String,
+    /// fq string.
+    pub fq: String,
+    /// `loadbalancer_provider`: `native` (ECMP floating IPs, kube-manager's services) or
+    /// `opencontrail` (a haproxy, kube-manager's ingresses).
+    pub provider: String,
+    /// The VIP interface (uuid), when it exists.
+    pub vip_interface: Option<String>,
+    /// Listeners, by port.
+    pub listeners: Vec<LbListener>,
+}
+
 /// The typed configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
@@ -394,6 +448,8 @@ pub struct Model {
     pub encapsulation: Vec<Encapsulation>,
     /// Fabric SNAT port pools.
     pub port_pools: Vec<PortPool>,
+    /// Load balancers, by fq string.
+    pub load_balancers: Vec<LoadBalancer>,
     /// Objects skipped, and why.
     pub warnings: Vec<String>,
 }
@@ -573,6 +629,18 @@ fn seq_key(seq: &str) -> (u64, u64) {
         a.trim().parse().unwrap_or(u64::MAX),
         b.trim().parse().unwrap_or(0),
     )
+}
+
+/// The value of annotation `key` (`annotations.key_value_pair`) of an object.
+fn annotation_of<'o>(obj: &'o VncObject, key: &str) -> Option<&'o str> {
+    obj.fields
+        .get("annotations")?
+        .get("key_value_pair")?
+        .as_array()?
+        .iter()
+        .find(|kv| kv.get("key").and_then(Value::as_str) == Some(key))?
+        .get("value")?
+        .as_str()
 }
 
 fn ipv4(v: Option<&Value>) -> Option<Ipv4Addr> {
@@ -1104,6 +1172,121 @@ impl Model {
                     .and_then(Value::as_bool)
                     .unwrap_or(false),
                 port_mappings,
+            });
+        }
+
+        // Load balancers: listeners refer to their load balancer, pools to their listener,
+        // members are children of their pool.
+        let mut lbs: Vec<&VncObject> = snap.objects_of("loadbalancer").collect();
+        lbs.sort_by_key(|o| fq(o));
+        for obj in lbs {
+            let vip_interface = obj
+                .refs_of("virtual_machine_interface_refs")
+                .first()
+                .and_then(|r| {
+                    if m.interface_by_uuid.contains_key(&r.uuid) {
+                        return Some(r.uuid.clone());
+                    }
+                    let want = r.to.join(":");
+                    m.interfaces
+                        .iter()
+                        .find(|i| i.fq == want)
+                        .map(|i| i.uuid.clone())
+                });
+            let provider = obj
+                .fields
+                .get("loadbalancer_provider")
+                .and_then(Value::as_str)
+                .unwrap_or("native")
+                .to_owned();
+            let mut listeners = Vec::new();
+            for l in snap.objects_of("loadbalancer-listener") {
+                if !l
+                    .refs_of("loadbalancer_refs")
+                    .iter()
+                    .any(|r| r.uuid == obj.uuid || r.to == obj.fq_name)
+                {
+                    continue;
+                }
+                let props = l.fields.get("loadbalancer_listener_properties");
+                let Some(port) = props
+                    .and_then(|p| p.get("protocol_port"))
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                else {
+                    cx.warn(l, "skipped: no protocol_port");
+                    continue;
+                };
+                let protocol = props
+                    .and_then(|p| p.get("protocol"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("TCP")
+                    .to_owned();
+                let mut pools = Vec::new();
+                for p in snap.objects_of("loadbalancer-pool") {
+                    if !p
+                        .refs_of("loadbalancer_listener_refs")
+                        .iter()
+                        .any(|r| r.uuid == l.uuid || r.to == l.fq_name)
+                    {
+                        continue;
+                    }
+                    let mut members: Vec<(String, LbMember)> = Vec::new();
+                    for mobj in snap.objects_of("loadbalancer-member") {
+                        let child = mobj.parent_uuid.as_deref() == Some(p.uuid.as_str())
+                            || (mobj.fq_name.len() == p.fq_name.len() + 1
+                                && mobj.fq_name[..p.fq_name.len()] == p.fq_name[..]);
+                        if !child {
+                            continue;
+                        }
+                        let mp = mobj.fields.get("loadbalancer_member_properties");
+                        let address = ipv4(mp.and_then(|v| v.get("address")));
+                        let port = mp
+                            .and_then(|v| v.get("protocol_port"))
+                            .and_then(Value::as_u64)
+                            .and_then(|v| u16::try_from(v).ok());
+                        match (address, port) {
+                            (Some(address), Some(port)) => {
+                                members.push((fq(mobj), LbMember { address, port }));
+                            }
+                            _ => cx.warn(
+                                mobj,
+                                "skipped: a member needs an IPv4 address and a protocol_port",
+                            ),
+                        }
+                    }
+                    members.sort_by(|a, b| a.0.cmp(&b.0));
+                    pools.push(LbPool {
+                        fq: fq(p),
+                        protocol: p
+                            .fields
+                            .get("loadbalancer_pool_properties")
+                            .and_then(|v| v.get("protocol"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("TCP")
+                            .to_owned(),
+                        default: annotation_of(p, "type") == Some("default"),
+                        path: annotation_of(p, "path").unwrap_or("").to_owned(),
+                        members: members.into_iter().map(|m| m.1).collect(),
+                    });
+                }
+                pools.sort_by(|a, b| {
+                    (!a.default, &a.path, &a.fq).cmp(&(!b.default, &b.path, &b.fq))
+                });
+                listeners.push(LbListener {
+                    fq: fq(l),
+                    protocol,
+                    port,
+                    pools,
+                });
+            }
+            listeners.sort_by(|a, b| (a.port, &a.fq).cmp(&(b.port, &b.fq)));
+            m.load_balancers.push(LoadBalancer {
+                uuid: obj.uuid.clone(),
+                fq: fq(obj),
+                provider,
+                vip_interface,
+                listeners,
             });
         }
 

@@ -324,7 +324,12 @@ impl Dataplane {
                     return Err(DataplaneError::Unknown(format!("external client {name}")));
                 }
                 let mut out = Vec::new();
-                self.gateway_from_client(frame, &mut tr, &mut out);
+                if let Some(answer) = self.gateway_from_client(frame, &mut tr, &mut out) {
+                    rx.egress.push(Egress {
+                        place: Place::Client(name.to_owned()),
+                        frame: answer,
+                    });
+                }
                 for o in out {
                     if let Out::Fabric { frame } = o
                         && let Some(f) = self.to_underlay(frame, &mut tr, "gateway")

@@ -59,6 +59,12 @@ pub enum NextHop {
     FabricSnat,
     /// Everything else, in a network with floating-IP pools: the gateway.
     Gateway,
+    /// A load balancer VIP (a floating IP with port mappings) whose pool has no member:
+    /// the vrouter that looks it up answers ICMP port unreachable (see [`Control::compile`]).
+    Reject {
+        /// The floating IP.
+        fip: FipId,
+    },
     /// Steered into a service instance interface.
     Service {
         /// Service instance fq string.
@@ -229,8 +235,23 @@ pub struct Control {
     pub service_ports: HashMap<String, (Vec<ItfId>, Vec<ItfId>)>,
     /// The gateway's underlay address.
     pub gateway: Ipv4Addr,
+    /// Ingress proxies (opencontrail load balancers) and where their VIP interface runs.
+    pub proxies: Vec<ProxyPlacement>,
+    /// The proxy behind each interface (its VIP interface).
+    pub itf_proxy: Vec<Option<usize>>,
     /// Warnings from compiling (placement, chains).
     pub warnings: Vec<String>,
+}
+
+/// Where an opencontrail load balancer (Contrail's haproxy, an ingress) runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyPlacement {
+    /// Index in [`Model::load_balancers`].
+    pub lb: usize,
+    /// Its VIP interface.
+    pub itf: ItfId,
+    /// The node whose vrouter hosts the VIP interface.
+    pub node: NodeId,
 }
 
 /// A deterministic MAC for an underlay device.
@@ -285,6 +306,42 @@ impl Control {
                         ep.name
                     )),
                 }
+            }
+        }
+
+        // Ingress proxies: svc-monitor's opencontrail driver launches the haproxy of a
+        // load balancer on a compute node and plugs its VIP interface there. kube-manager's
+        // VIP interface has no virtual machine (so no virtual-router link): the control
+        // plane places it itself, on a node picked by the load balancer's uuid (stable
+        // across recompiles, spread across nodes like svc-monitor's scheduler).
+        let mut proxies = Vec::new();
+        let mut itf_proxy: Vec<Option<usize>> = vec![None; model.interfaces.len()];
+        for (k, lb) in model.load_balancers.iter().enumerate() {
+            if lb.provider != "opencontrail" {
+                continue;
+            }
+            let Some(i) = lb
+                .vip_interface
+                .as_ref()
+                .and_then(|u| model.interface_by_uuid.get(u).copied())
+            else {
+                warnings.push(format!(
+                    "load balancer {}: no VIP interface in the configuration; its proxy does not run",
+                    lb.fq
+                ));
+                continue;
+            };
+            if itf_node[i].is_none() && !nodes.is_empty() {
+                let h = crate::config::model::fnv(lb.uuid.as_bytes());
+                itf_node[i] = Some((h % nodes.len() as u64) as usize);
+            }
+            if let Some(node) = itf_node[i] {
+                itf_proxy[i] = Some(proxies.len());
+                proxies.push(ProxyPlacement {
+                    lb: k,
+                    itf: i,
+                    node,
+                });
             }
         }
 
@@ -415,6 +472,25 @@ impl Control {
                 .filter(|i| itf_node[*i].is_some())
                 .collect();
             if members.is_empty() {
+                // A load balancer VIP (svc-monitor's native driver writes the VIP as a
+                // floating IP with port mappings) without members — a service with no ready
+                // backend. The control node keeps its route with a reject next hop, so the
+                // vrouter a client's packet is looked up in answers ICMP port unreachable
+                // at once: the same answer kube-proxy's REJECT rule gives for a service
+                // without endpoints. The route leaks like the VIP's ECMP route would, so
+                // network isolation still hides the VIP from networks not connected to it.
+                // A plain floating IP without an interface has no route and drops.
+                if fip.port_mappings_enable {
+                    own[fip.network].push(Route {
+                        prefix: Ipv4Net::from(fip.address),
+                        origin: Some(fip.network),
+                        nh: NextHop::Reject { fip: f },
+                        source: RouteSource::FloatingIp,
+                    });
+                    if pool_networks.contains(&fip.network) {
+                        gateway_fips.insert(fip.address, f);
+                    }
+                }
                 continue;
             }
             own[fip.network].push(Route {
@@ -657,6 +733,8 @@ impl Control {
             policy_networks,
             service_ports,
             gateway: topo.gateway.ip,
+            proxies,
+            itf_proxy,
             warnings,
             model,
         }

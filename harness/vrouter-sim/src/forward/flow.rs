@@ -44,6 +44,13 @@ pub enum FlowAction {
         /// Rewrite.
         nat: Option<Tuple>,
     },
+    /// A packet that left the interface answering a session the node's own IP stack
+    /// opened through vhost0: rewrite to `nat` and hand it back to the node's IP stack (the
+    /// session's conntrack lives there, e.g. kube-proxy's node-port translation).
+    ToHost {
+        /// Rewrite.
+        nat: Option<Tuple>,
+    },
     /// An answer to a fabric SNAT session: rewrite to `nat` and deliver to `itf`.
     SnatReturn {
         /// The interface that opened the session.

@@ -44,6 +44,8 @@ pub struct Vrouter {
     at: String,
     snat_next: [u32; 3],
     scratch: Vec<Decision>,
+    /// The packet being handled came from the node's own IP stack (vhost0).
+    from_host: bool,
 }
 
 fn flow_hash(t: &Tuple) -> u64 {
@@ -100,6 +102,59 @@ fn describe_route(ctl: &Control, r: &Route) -> String {
     format!("{} ({src})", r.prefix)
 }
 
+/// The answer to a packet for a load-balancer VIP without members (a [`NextHop::Reject`]
+/// route): ICMP port unreachable from the VIP, for the ports the VIP maps (kube-proxy's
+/// REJECT of a service without endpoints); a VIP forwards only its service ports, so ICMP
+/// and unmapped ports are dropped, as they are when it has members. `macs` = (source,
+/// destination) of the answer's Ethernet header.
+pub(crate) fn vip_reject(
+    ctl: &Control,
+    fip: usize,
+    s: &Ipv4Summary,
+    frame: &[u8],
+    macs: (frame::Mac, frame::Mac),
+) -> Result<Vec<u8>, String> {
+    let f = &ctl.model.floating_ips[fip];
+    let t = s.tuple;
+    if !matches!(
+        s.transport,
+        Transport::Tcp { .. } | Transport::Udp | Transport::Sctp { .. }
+    ) {
+        return Err(format!(
+            "load balancer VIP {} ({}) forwards only its service ports: {} is dropped",
+            t.dst,
+            f.fq,
+            if t.proto == PROTO_ICMP {
+                "ICMP".to_owned()
+            } else {
+                format!("protocol {}", t.proto)
+            }
+        ));
+    }
+    if f.port_mappings_enable
+        && !f
+            .port_mappings
+            .iter()
+            .any(|m| m.proto == t.proto && m.src_port == t.dport)
+    {
+        return Err(format!(
+            "no port mapping for protocol {} port {} on floating IP {} ({})",
+            t.proto, t.dport, f.address, f.fq
+        ));
+    }
+    Ok(frame::icmp_error(
+        &Addrs {
+            src_mac: macs.0,
+            dst_mac: macs.1,
+            src: t.dst,
+            dst: t.src,
+            ttl: 64,
+        },
+        IcmpError::Unreachable(3),
+        s.ip_packet(frame),
+    ))
+}
+
 impl Vrouter {
     /// The vrouter of node `node` (named `name`), with a flow table of `capacity` entries.
     pub fn new(node: NodeId, name: &str, capacity: usize) -> Self {
@@ -110,6 +165,7 @@ impl Vrouter {
             at: format!("vrouter {name}"),
             snat_next: [0; 3],
             scratch: Vec::with_capacity(4),
+            from_host: false,
         }
     }
 
@@ -299,6 +355,26 @@ impl Vrouter {
                     frame::decrement_ttl(frame, s);
                     self.route_and_send(ctl, vrf, frame, s, member, tr, out, hop);
                 }
+                FlowAction::ToHost { nat } => {
+                    if let Some(n) = nat {
+                        if let Some(h) = &mut hop {
+                            h.nat = Some(format!("{} -> {}", s.tuple, n));
+                        }
+                        apply_nat(frame, s, n);
+                    }
+                    if let Some(mut h) = hop {
+                        h.flow = Some("existing flow (reverse): pass".into());
+                        h.next_hop =
+                            Some("receive: the node's own IP stack (the session's origin)".into());
+                        tr.hops.push(h);
+                    }
+                    let node = &ctl.nodes[self.node];
+                    frame::set_macs(frame, node.mac, VROUTER_MAC);
+                    out.push(Out::Host {
+                        node: self.node,
+                        frame: std::mem::take(frame),
+                    });
+                }
                 FlowAction::Drop { reason } => {
                     if let Some(h) = &mut hop {
                         h.flow = Some("existing flow: deny".into());
@@ -441,6 +517,27 @@ impl Vrouter {
             self.drop_with(tr, hop, reason);
             return;
         };
+        if let NextHop::Reject { fip } = route.nh {
+            match vip_reject(ctl, fip, s, frame, (VROUTER_MAC, itf.mac)) {
+                Ok(answer) => {
+                    if let Some(mut h) = hop {
+                        h.vrf = Some(vrf.name.clone());
+                        h.route = Some(describe_route(ctl, route));
+                        h.note = Some(format!(
+                            "rejected: load balancer VIP {} ({}) has no member; ICMP port unreachable sent",
+                            t.dst, ctl.model.floating_ips[fip].fq
+                        ));
+                        tr.hops.push(h);
+                    }
+                    out.push(Out::Tap {
+                        itf: i,
+                        frame: answer,
+                    });
+                }
+                Err(reason) => self.drop_with(tr, hop, reason),
+            }
+            return;
+        }
         let hash = flow_hash(&t);
         let mut member = None;
         let mut eff = t;
@@ -518,6 +615,7 @@ impl Vrouter {
                 self.drop_with(tr, hop, format!("{} is owned by the vrouter", t.dst));
                 return;
             }
+            NextHop::Reject { .. } => return, // answered above
         };
         // The gates, in the agent's order; service-instance ports are transit and not policed.
         let mut decisions: Vec<Decision> = std::mem::take(&mut self.scratch);
@@ -740,6 +838,11 @@ impl Vrouter {
                 );
             }
             NextHop::Receive => self.drop_with(tr, hop, format!("{dst} is owned by the vrouter")),
+            NextHop::Reject { .. } => self.drop_with(
+                tr,
+                hop,
+                format!("load balancer VIP {dst} has no member (existing flow)"),
+            ),
         }
     }
 
@@ -1008,7 +1111,13 @@ impl Vrouter {
         let mut decisions: Vec<Decision> = std::mem::take(&mut self.scratch);
         let mut denied = false;
         if itf.service.is_none() {
-            let src_peer = Self::peer_of_addr(ctl, t.src, lookup_vrf);
+            let mut src_peer = Self::peer_of_addr(ctl, t.src, lookup_vrf);
+            if self.from_host && src_peer.net.is_none() {
+                // A packet from the node's own IP stack comes from the ip-fabric whatever its
+                // source (kube-proxy keeps an outside client's address for
+                // externalTrafficPolicy: Local): the vrouter classifies it by vhost0's VRF.
+                src_peer.net = ctl.ip_fabric;
+            }
             let dst_acl = Peer {
                 ip: eff.dst,
                 net: Some(acl_net),
@@ -1058,6 +1167,19 @@ impl Vrouter {
                 decided: Arc::clone(&decided),
             },
         );
+        // The answers of a session the local node's IP stack opened go back to it, not
+        // wherever the VRF routes the source: its conntrack (kube-proxy) must see them.
+        let back = if self.from_host {
+            FlowAction::ToHost {
+                nat: dnat.map(|_| t.reversed()),
+            }
+        } else {
+            FlowAction::Egress {
+                vrf: lookup_vrf,
+                nat: dnat.map(|_| t.reversed()),
+                member: None,
+            }
+        };
         self.flows.insert(
             FlowKey {
                 itf: j as u32,
@@ -1065,11 +1187,7 @@ impl Vrouter {
                 tuple: eff.reversed(),
             },
             FlowEntry {
-                action: FlowAction::Egress {
-                    vrf: lookup_vrf,
-                    nat: dnat.map(|_| t.reversed()),
-                    member: None,
-                },
+                action: back,
                 reverse: true,
                 decided,
             },
@@ -1265,6 +1383,30 @@ impl Vrouter {
             }
             _ => None,
         };
+        if let Some((v, r)) = route
+            && let NextHop::Reject { fip } = r.nh
+        {
+            let node = &ctl.nodes[self.node];
+            match vip_reject(ctl, fip, &s, &frame, (VROUTER_MAC, node.mac)) {
+                Ok(answer) => {
+                    if let Some(mut h) = hop {
+                        h.vrf = Some(ctl.vrfs[v].name.clone());
+                        h.route = Some(describe_route(ctl, r));
+                        h.note = Some(format!(
+                            "rejected: load balancer VIP {} has no member; ICMP port unreachable sent",
+                            s.tuple.dst
+                        ));
+                        tr.hops.push(h);
+                    }
+                    out.push(Out::Host {
+                        node: self.node,
+                        frame: answer,
+                    });
+                }
+                Err(reason) => self.drop_with(tr, hop, reason),
+            }
+            return;
+        }
         match (j, route) {
             (Some(j), Some((v, r))) => {
                 if let Some(h) = &mut hop {
@@ -1272,7 +1414,9 @@ impl Vrouter {
                     h.route = Some(describe_route(ctl, r));
                 }
                 let r = r.clone();
+                self.from_host = true;
                 self.send_to_itf(ctl, j, &r, v, &mut frame, &mut s, tr, out, hop);
+                self.from_host = false;
             }
             _ => self.plain(ctl, &mut frame, tr, out, hop, "host routing"),
         }

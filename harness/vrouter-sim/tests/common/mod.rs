@@ -669,6 +669,79 @@ impl Km {
         self.create("floating-ip", body);
     }
 
+    /// An Ingress as kube-manager writes it for Contrail's haproxy: a VIP interface and
+    /// instance IP in the namespace's pod network (tagged `ingress=…`, `namespace=…`), a
+    /// `loadbalancer` with provider `opencontrail`, one listener per `(protocol, port)` with one
+    /// pool whose member is `member` (the backend service's ClusterIP and port), and the
+    /// public floating IP `fip` on the VIP. Returns the VIP interface's uuid.
+    pub fn ingress(
+        &mut self,
+        ns: &str,
+        name: &str,
+        fip: Ipv4Addr,
+        listeners: &[(&str, u16)],
+        member: Option<(Ipv4Addr, u16)>,
+    ) -> String {
+        let vn = self.pod_network(ns);
+        let project = format!("k8s-{ns}");
+        let uid = self.uuid();
+        let vmi = self.create(
+            "virtual-machine-interface",
+            json!({"fq_name": ["default-domain", project, format!("k8s__Ingress__{name}__{uid}")],
+                   "parent_type": "project",
+                   "virtual_network_refs": [{"to": vn}],
+                   "security_group_refs": [{"to": ["default-domain", project, format!("k8s-{ns}-default-sg")]}],
+                   "virtual_machine_interface_device_owner": "K8S:LOADBALANCER"}),
+        );
+        self.create(
+            "instance-ip",
+            json!({"fq_name": [format!("{name}__{uid}-vip")],
+                   "virtual_network_refs": [{"to": vn}],
+                   "virtual_machine_interface_refs": [{"to": vmi.fq_name, "uuid": vmi.uuid}]}),
+        );
+        let ing = format!("k8s-{ns}-{name}");
+        self.set_tags(
+            "virtual-machine-interface",
+            &vmi.uuid,
+            &[("ingress", ing.as_str()), ("namespace", ns)],
+        );
+        let lb_name = format!("{name}__{uid}");
+        let lb = self.create(
+            "loadbalancer",
+            json!({"fq_name": ["default-domain", project, lb_name], "parent_type": "project",
+                   "loadbalancer_provider": "opencontrail",
+                   "virtual_machine_interface_refs": [{"to": vmi.fq_name, "uuid": vmi.uuid}]}),
+        );
+        for (proto, port) in listeners {
+            let lname = format!("{lb_name}-{proto}-{port}");
+            let listener = self.create(
+                "loadbalancer-listener",
+                json!({"fq_name": ["default-domain", project, lname], "parent_type": "project",
+                       "loadbalancer_listener_properties": {"protocol": proto, "protocol_port": port},
+                       "loadbalancer_refs": [{"to": lb.fq_name, "uuid": lb.uuid}]}),
+            );
+            let pname = format!("{lb_name}-{proto}-{port}-pool");
+            let pool = self.create(
+                "loadbalancer-pool",
+                json!({"fq_name": ["default-domain", project, pname], "parent_type": "project",
+                       "loadbalancer_pool_properties": {"protocol": "HTTP", "loadbalancer_method": "ROUND_ROBIN"},
+                       "annotations": {"key_value_pair": [{"key": "type", "value": "default"}, {"key": "path", "value": "default"}]},
+                       "loadbalancer_listener_refs": [{"to": listener.fq_name, "uuid": listener.uuid}]}),
+            );
+            if let Some((address, mport)) = member {
+                let mut fq = pool.fq_name.clone();
+                fq.push("member".into());
+                self.create(
+                    "loadbalancer-member",
+                    json!({"fq_name": fq, "parent_type": "loadbalancer-pool",
+                           "loadbalancer_member_properties": {"address": address.to_string(), "protocol_port": mport}}),
+                );
+            }
+        }
+        self.public_fip(fip, &[&vmi.uuid], None);
+        vmi.uuid
+    }
+
     /// A NetworkPolicy `np` in `ns` selecting `selected` (labels) with one ingress rule from
     /// pods with `from` labels in the same namespace on TCP `port`, as kube-manager
     /// translates it: the allow rule in the user policy `k8s-<ns>-<np>`, the deny rule in
