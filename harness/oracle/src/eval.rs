@@ -1147,9 +1147,19 @@ impl<'c> Oracle<'c> {
             )
         };
         if backends.is_empty() {
+            // kube-proxy rejects only a service with no endpoints at all; with
+            // `externalTrafficPolicy: Local` and endpoints elsewhere it drops ("has no local
+            // endpoints" -j DROP), so the client cannot tell a node port that exists there.
+            if s.local_traffic_policy && !c.backends(s).is_empty() {
+                return Out::new(
+                    Verdict::Deny,
+                    vec![Fact::Service(format!("service {} has externalTrafficPolicy Local and no ready backend on {node}: kube-proxy drops node port {node_port} there", s.id()))],
+                )
+                .finish();
+            }
             return Out::new(
                 Verdict::Reject,
-                vec![Fact::Service(format!("service {} has no ready backend{} for node port {node_port}: rejected, as kube-proxy would", s.id(), if s.local_traffic_policy { format!(" on {node}") } else { String::new() }))],
+                vec![Fact::Service(format!("service {} has no ready backend for node port {node_port}: rejected, as kube-proxy would", s.id()))],
             )
             .finish();
         }
@@ -1550,9 +1560,25 @@ impl<'c> Oracle<'c> {
             }
             SrcKind::Fabric | SrcKind::Host => true,
             SrcKind::External => {
+                // The gateway admits the node-port range to node addresses whether or not a
+                // service holds the port; a port no service holds meets the node's kernel,
+                // which has nothing listening and answers RST / ICMP port unreachable.
+                let in_node_port_range = port_number(port)
+                    .is_some_and(|n| (30000..=32767).contains(&n))
+                    && matches!(
+                        port.protocol,
+                        Protocol::Tcp | Protocol::Udp | Protocol::Sctp
+                    );
+                if in_node_port_range {
+                    return Out::new(
+                        Verdict::Reject,
+                        vec![Fact::Network(format!("{} reaches {label} through the gateway on the node-port range, but no service holds {port}: the node answers that nothing listens", src.label))],
+                    )
+                    .finish();
+                }
                 return Out::new(
                     Verdict::Deny,
-                    vec![Fact::Network(format!("{} is outside the cluster and reaches a node only on its node ports (probe nodeport:NS/SVC instead of {label})", src.label))],
+                    vec![Fact::Network(format!("{} is outside the cluster and reaches a node only on the node-port range 30000-32767 (probe nodeport:NS/SVC instead of {label})", src.label))],
                 )
                 .finish();
             }

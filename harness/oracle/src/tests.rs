@@ -1796,3 +1796,47 @@ fn oracle_and_cluster_are_shareable_across_threads() {
     shareable::<Cluster>();
     shareable::<Expectation>();
 }
+
+#[test]
+fn node_ports_follow_kube_proxy_reject_and_drop() {
+    // A Local service whose only backend runs on node-2: kube-proxy drops on node-1 (it has
+    // endpoints, none local) and forwards on node-2; a service with no endpoint rejects.
+    let fx = isolated_fixture(vec![
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo", "namespace": "x", "labels": {"app": "solo"}},
+               "spec": {"nodeName": "node-2", "containers": [{"name": "c", "ports": agent_ports()}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "local", "namespace": "x"},
+               "spec": {"type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "solo"},
+                        "ports": [{"port": 80, "targetPort": 80, "nodePort": 31080}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "empty", "namespace": "x"},
+               "spec": {"type": "NodePort", "selector": {"app": "nobody"},
+                        "ports": [{"port": 80, "targetPort": 80, "nodePort": 31081}]}}),
+    ]);
+    let e = fx.up(
+        "external:internet-client",
+        "nodeport:x/local@node-1",
+        "TCP/80",
+    );
+    assert_eq!(e.verdict, Verdict::Deny, "{}", e.explanation);
+    assert!(
+        e.explanation.to_string().contains("kube-proxy drops"),
+        "{}",
+        e.explanation
+    );
+    let e = fx.up(
+        "external:internet-client",
+        "nodeport:x/local@node-2",
+        "TCP/80",
+    );
+    assert_eq!(e.verdict, Verdict::Allow, "{}", e.explanation);
+    let e = fx.up(
+        "external:internet-client",
+        "nodeport:x/empty@node-1",
+        "TCP/80",
+    );
+    assert_eq!(e.verdict, Verdict::Reject, "{}", e.explanation);
+    // A node port no service holds meets the node's kernel; outside the range, the gateway.
+    let e = fx.up("external:internet-client", "node:node-1", "TCP/31999");
+    assert_eq!(e.verdict, Verdict::Reject, "{}", e.explanation);
+    let e = fx.up("external:internet-client", "node:node-1", "TCP/22");
+    assert_eq!(e.verdict, Verdict::Deny, "{}", e.explanation);
+}
