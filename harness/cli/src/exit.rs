@@ -12,6 +12,8 @@ pub enum Exit {
     BadInput = 2,
     /// Infrastructure error: could not stand up, or inconclusive cells.
     Infrastructure = 3,
-    /// Interrupted (after cleanup).
+    /// Interrupted by Ctrl-C / SIGINT (after cleanup): 128 + 2, as shells report it.
     Interrupted = 130,
+    /// Terminated by SIGTERM (after the same cleanup as Ctrl-C): 128 + 15.
+    Terminated = 143,
 }

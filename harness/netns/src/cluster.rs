@@ -36,6 +36,10 @@ pub struct NetnsOptions {
     pub capture: bool,
     /// Delete leftovers of dead runs first ([`sweep_leftovers`]).
     pub sweep: bool,
+    /// Route each node's own IP stack through its vrouter, as on a Contrail compute node
+    /// ([`NetnsDataplane::route_node_stacks`]): needed for nodes to answer pods and to reach
+    /// ip-fabric-forwarded pods; off by default (nodes then only talk on the underlay).
+    pub route_node_stacks: bool,
 }
 
 impl Default for NetnsOptions {
@@ -46,9 +50,15 @@ impl Default for NetnsOptions {
             mtu: 1500,
             capture: false,
             sweep: true,
+            route_node_stacks: false,
         }
     }
 }
+
+/// The next hop a node's kernel sends overlay-bound packets to (with
+/// [`NetnsOptions::route_node_stacks`]): a link-local address whose neighbour entry is the
+/// vrouter's MAC.
+const NODE_NEXT_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 
 /// The gateway's link-local next hop as external clients see it.
 const CLIENT_NEXT_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
@@ -392,6 +402,9 @@ impl NetnsDataplane {
         };
         // On error `me` drops here and deletes whatever exists.
         me.build(opts)?;
+        if opts.route_node_stacks {
+            me.route_node_stacks()?;
+        }
         me.sync()?;
         Ok(me)
     }
@@ -797,6 +810,73 @@ impl NetnsDataplane {
                     .clone()
             })
             .unwrap_or_default()
+    }
+
+    /// The frames captured on the underlay so far, and forgets them, in one step: no frame
+    /// captured between a read and a clear is lost (with [`NetnsOptions::capture`]).
+    pub fn take_capture(&self) -> Vec<CapturedFrame> {
+        self.captured
+            .as_ref()
+            .map(|c| {
+                std::mem::take(&mut *c.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Routes each node's own IP stack through its vrouter, as on a Contrail compute node
+    /// where vhost0 holds the routes: everything but the other underlay devices goes to the
+    /// vrouter (next hop its MAC, a permanent neighbour; it routes what vhost0 sends by the
+    /// IP destination), and the on-link underlay subnet route is replaced by /32 routes to
+    /// the devices that exist. Without this a node cannot answer a pod's probe (the reply
+    /// has no route), and pods addressed from the fabric subnet (ip-fabric forwarding) would
+    /// be taken for underlay neighbours and ARPed for on the underlay, where nobody answers.
+    /// Once per run: [`NetnsOptions::route_node_stacks`] does it in [`NetnsDataplane::up`]
+    /// (a second call fails, the subnet route being gone).
+    ///
+    /// # Errors
+    /// A failing `ip` command, or an underlay prefix length over 32.
+    pub fn route_node_stacks(&self) -> Result<(), NetnsError> {
+        let prefix_len = self.opts.underlay_prefix_len;
+        let (nodes, mut underlay): (Vec<(String, Ipv4Addr)>, Vec<Ipv4Addr>) = {
+            let dp = self
+                .dp
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let t = dp.topology();
+            let nodes = t.nodes.iter().map(|n| (n.name.clone(), n.vhost)).collect();
+            let mut devices: Vec<Ipv4Addr> = t.nodes.iter().map(|n| n.vhost).collect();
+            devices.extend(t.fabric_hosts.iter().map(|h| h.ip));
+            if !t.external_clients.is_empty() {
+                devices.push(t.gateway.ip);
+            }
+            (nodes, devices)
+        };
+        underlay.sort();
+        underlay.dedup();
+        for (node, vhost) in nodes {
+            let ns = self.namespace_of(&EndpointRef::Node(node))?;
+            let subnet = ipnet::Ipv4Net::new(vhost, prefix_len)
+                .map(|n| n.trunc())
+                .map_err(|e| {
+                    NetnsError::Unsupported(format!("underlay prefix /{prefix_len}: {e}"))
+                })?;
+            let mut lines = vec![
+                format!(
+                    "neigh replace {NODE_NEXT_HOP} lladdr {} dev vhost0 nud permanent",
+                    mac_str(harness_vrouter_sim::forward::control::VROUTER_MAC)
+                ),
+                format!("route replace default via {NODE_NEXT_HOP} dev vhost0 onlink"),
+            ];
+            lines.extend(
+                underlay
+                    .iter()
+                    .filter(|a| **a != vhost)
+                    .map(|a| format!("route replace {a}/32 dev vhost0 src {vhost}")),
+            );
+            lines.push(format!("route del {subnet} dev vhost0"));
+            ip::batch(Some(&ns), &lines)?;
+        }
+        Ok(())
     }
 
     /// Forgets the frames captured so far.

@@ -967,7 +967,9 @@ impl Dataplane {
     /// the backend): then the endpoint serves it; anything else there is an answer.
     fn own_request(&self, f: &[u8]) -> bool {
         frame::parse_ipv4(f, ETH_HEADER_LEN).is_ok_and(|s| {
-            s.tuple.src == s.tuple.dst
+            // Through a VIP the vrouter's hairpin SNAT makes the source the VIP; the probe's
+            // own source port gives it away (an answer is sent *to* that port instead).
+            (s.tuple.src == s.tuple.dst || s.tuple.dport != self.next_port)
                 && s.tuple.sport == self.next_port
                 && matches!(s.tuple.proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
         })

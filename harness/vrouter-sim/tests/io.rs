@@ -218,3 +218,143 @@ fn bad_input_is_an_error_or_a_drop_never_a_panic() {
     assert!(dp.gateway_rx(Some("nobody"), vec![], false).is_err());
     let _ = dp.gateway_rx(None, vec![0; 40], false).unwrap();
 }
+
+#[test]
+fn a_pod_reaching_its_own_nodes_vhost_is_looped_back_never_put_on_the_wire() {
+    // Fabric forwarding off: the pod's VRF tunnels to the node's vhost, which is this node.
+    let mut dp = basic(Options {
+        ip_fabric_forwarding: false,
+        ..Options::default()
+    });
+    let ports = dp.ports();
+    let a = port(&ports, "default/a").clone();
+    let (vhost, _) = dp.node_underlay("node-a").unwrap();
+    let echo = frame::icmp_echo(
+        &Addrs {
+            src_mac: a.mac,
+            dst_mac: VROUTER_MAC,
+            src: a.address.unwrap().addr(),
+            dst: vhost,
+            ttl: 64,
+        },
+        false,
+        7,
+        1,
+        b"ping",
+    );
+    let rx = dp
+        .node_rx("node-a", Ingress::Tap(&a.vmi), echo, true)
+        .unwrap();
+    assert!(rx.dropped.is_none(), "{:?} {:#?}", rx.dropped, rx.hops);
+    let places: Vec<&Place> = rx.egress.iter().map(|e| &e.place).collect();
+    assert_eq!(places, vec![&Place::Host], "{:#?}", rx.hops);
+    let s = frame::parse_ipv4(&rx.egress[0].frame, 14).unwrap();
+    assert_eq!(s.tuple.dst, vhost);
+    assert!(
+        rx.hops
+            .iter()
+            .any(|h| h.note.as_deref().is_some_and(|n| n.contains("looped back"))),
+        "{:#?}",
+        rx.hops
+    );
+    // The model agrees: the node answers.
+    let o = dp
+        .probe(
+            &EndpointRef::Pod("default/a".into()),
+            vhost,
+            Protocol::Icmp,
+            0,
+        )
+        .unwrap();
+    assert!(matches!(o.verdict, Verdict::Connected { .. }), "{o:?}");
+}
+
+#[test]
+fn a_pod_reaching_itself_through_its_service_vip_is_hairpin_snatted_to_the_vip() {
+    let mut km = Km::new(Options::default());
+    three_nodes(&mut km);
+    let web = km.pod("default", "web", "node-a", &[("app", "web")]);
+    let vip = Ipv4Addr::new(10, 96, 0, 30);
+    // The pod serves 80 (the fixture's default); the service maps 80 to it.
+    km.service("default", "web", vip, 80, 80, &[&web]);
+    let mut dp = Dataplane::from_config(km.snapshot(), km.topology.clone());
+    let ports = dp.ports();
+    let w = port(&ports, "default/web").clone();
+    let w_ip = w.address.unwrap().addr();
+    let syn = frame::tcp(
+        &Addrs {
+            src_mac: w.mac,
+            dst_mac: VROUTER_MAC,
+            src: w_ip,
+            dst: vip,
+            ttl: 64,
+        },
+        41000,
+        80,
+        1,
+        0,
+        TcpFlags {
+            syn: true,
+            ..TcpFlags::default()
+        },
+        b"",
+    );
+    let rx = dp
+        .node_rx("node-a", Ingress::Tap(&w.vmi), syn, true)
+        .unwrap();
+    assert_eq!(rx.egress.len(), 1, "{:?} {:#?}", rx.dropped, rx.hops);
+    assert_eq!(rx.egress[0].place, Place::Tap(w.vmi.clone()));
+    // Not from its own address (a kernel refuses that): from the VIP, to the target port.
+    let d = frame::parse_ipv4(&rx.egress[0].frame, 14).unwrap();
+    assert_eq!(
+        (d.tuple.src, d.tuple.sport, d.tuple.dst, d.tuple.dport),
+        (vip, 41000, w_ip, 80)
+    );
+    assert!(frame::checksums_ok(&rx.egress[0].frame));
+    // The backend's answer goes to the VIP; the vrouter gives the client VIP:80 back.
+    let synack = frame::tcp(
+        &Addrs {
+            src_mac: w.mac,
+            dst_mac: VROUTER_MAC,
+            src: w_ip,
+            dst: vip,
+            ttl: 64,
+        },
+        80,
+        41000,
+        9,
+        2,
+        TcpFlags {
+            syn: true,
+            ack: true,
+            ..TcpFlags::default()
+        },
+        b"",
+    );
+    let rx = dp
+        .node_rx("node-a", Ingress::Tap(&w.vmi), synack, true)
+        .unwrap();
+    assert_eq!(rx.egress.len(), 1, "{:?} {:#?}", rx.dropped, rx.hops);
+    assert_eq!(rx.egress[0].place, Place::Tap(w.vmi.clone()));
+    let d = frame::parse_ipv4(&rx.egress[0].frame, 14).unwrap();
+    assert_eq!(
+        (d.tuple.src, d.tuple.sport, d.tuple.dst, d.tuple.dport),
+        (vip, 80, w_ip, 41000)
+    );
+    // The model probe takes the same path and connects to itself.
+    let o = dp
+        .probe(
+            &EndpointRef::Pod("default/web".into()),
+            vip,
+            Protocol::Tcp,
+            80,
+        )
+        .unwrap();
+    assert_eq!(
+        o.verdict,
+        Verdict::Connected {
+            backend: "default/web".into()
+        },
+        "{o:?}"
+    );
+}

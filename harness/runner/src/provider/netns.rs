@@ -56,10 +56,6 @@ pub const MAX_RUN_FRAMES: usize = 200_000;
 /// thread on the underlay bridge.
 const CAPTURE_SETTLE: Duration = Duration::from_millis(20);
 
-/// The next hop a node's kernel sends overlay-bound packets to: a link-local address whose
-/// neighbour entry is the vrouter's MAC (`00:00:5e:00:01:00`).
-const NODE_NEXT_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -182,12 +178,13 @@ impl NetnsExecutor {
             &NetnsOptions {
                 capture: true,
                 underlay_prefix_len,
+                // Nodes answer pods and reach fabric-forwarded pods through their vrouter.
+                route_node_stacks: true,
                 ..NetnsOptions::default()
             },
         )?;
         lock(&STARTED).push(net.run_id().to_owned());
         lock(&LIVE).push(net.cleanup_handle());
-        route_node_stacks(&net, &dp, underlay_prefix_len)?;
         Ok(NetnsExecutor {
             net,
             model,
@@ -252,8 +249,7 @@ impl NetnsExecutor {
 
     /// Moves the frames captured so far into the run's capture and clears the live one.
     fn bank_capture(&self) -> Vec<CapturedFrame> {
-        let frames = self.net.underlay_frames();
-        self.net.clear_capture();
+        let frames = self.net.take_capture();
         let mut cap = lock(&self.run_capture);
         let room = MAX_RUN_FRAMES.saturating_sub(cap.frames.len());
         cap.not_kept += frames.len().saturating_sub(room) as u64;
@@ -440,53 +436,6 @@ impl NetnsExecutor {
     }
 }
 
-/// Routes each node's own IP stack through its vrouter, as on a Contrail compute node where
-/// vhost0 holds the routes: everything but the other underlay devices goes to the vrouter
-/// (next hop its MAC, a permanent neighbour; it routes what vhost0 sends by the IP
-/// destination). Without this a node cannot answer a pod's probe (the reply has no route),
-/// and pods addressed from the fabric subnet (ip-fabric forwarding) would be taken for
-/// underlay neighbours and ARPed for on the underlay, where nobody answers.
-fn route_node_stacks(
-    net: &NetnsDataplane,
-    dp: &Mutex<Dataplane>,
-    prefix_len: u8,
-) -> Result<(), NetnsError> {
-    let (nodes, mut underlay): (Vec<(String, Ipv4Addr)>, Vec<Ipv4Addr>) = {
-        let dp = lock(dp);
-        let t = dp.topology();
-        let nodes = t.nodes.iter().map(|n| (n.name.clone(), n.vhost)).collect();
-        let mut devices: Vec<Ipv4Addr> = t.nodes.iter().map(|n| n.vhost).collect();
-        devices.extend(t.fabric_hosts.iter().map(|h| h.ip));
-        if !t.external_clients.is_empty() {
-            devices.push(t.gateway.ip);
-        }
-        (nodes, devices)
-    };
-    underlay.sort();
-    underlay.dedup();
-    for (node, vhost) in nodes {
-        let ns = net.namespace_of(&EndpointRef::Node(node))?;
-        let subnet = ipnet::Ipv4Net::new(vhost, prefix_len)
-            .map(|n| n.trunc())
-            .map_err(|e| NetnsError::Unsupported(format!("underlay prefix /{prefix_len}: {e}")))?;
-        let mut lines = vec![
-            format!(
-                "neigh replace {NODE_NEXT_HOP} lladdr 00:00:5e:00:01:00 dev vhost0 nud permanent"
-            ),
-            format!("route replace default via {NODE_NEXT_HOP} dev vhost0 onlink"),
-        ];
-        lines.extend(
-            underlay
-                .iter()
-                .filter(|a| **a != vhost)
-                .map(|a| format!("route replace {a}/32 dev vhost0 src {vhost}")),
-        );
-        lines.push(format!("route del {subnet} dev vhost0"));
-        harness_netns::ip::batch(Some(&ns), &lines)?;
-    }
-    Ok(())
-}
-
 impl Drop for NetnsExecutor {
     fn drop(&mut self) {
         // NetnsDataplane's own Drop deletes the namespaces; only the registration is ours.
@@ -617,20 +566,24 @@ impl ProbeExecutor for NetnsExecutor {
         if let Some(why) = harness_netns::unsupported_reason(request.protocol) {
             return Some(why);
         }
-        // kube-proxy's node-port rules and Contrail's ingress haproxy act on packets inside
-        // the model dataplane (its node stacks and VIP interfaces); the namespaces' kernels
-        // run neither, so a real probe would be refused or dropped for a reason that is not
-        // the cluster's.
+        // kube-proxy's node-port rules run in the one forwarding core on the packets the
+        // vrouter hands to a node's IP stack, so every source reaches them through its
+        // vrouter; except the node itself, whose kernel keeps a packet for its own address
+        // on its loopback, where no vrouter (and so no kube-proxy model) sees it.
         match to.kind() {
-            harness_oracle::EndpointKind::NodePort { .. } => {
-                return Some(
-                    "node ports are not built in the netns dataplane yet: its nodes' kernels run no kube-proxy rules (use --dataplane model)"
-                        .into(),
-                );
+            harness_oracle::EndpointKind::NodePort { node, .. } => {
+                if let Origin::Node(n) = &request.from
+                    && n == node
+                {
+                    return Some(
+                        "a node probing its own node port: the netns node's kernel keeps the packet on its loopback, where kube-proxy's rules (in the forwarding core) never see it (use --dataplane model)"
+                            .into(),
+                    );
+                }
             }
             harness_oracle::EndpointKind::Ingress { .. } => {
                 return Some(
-                    "ingress is not built in the netns dataplane yet: Contrail's haproxy runs inside the model dataplane only (use --dataplane model)"
+                    "ingress is not built in the netns dataplane yet: Contrail's haproxy runs inside the model dataplane's event loop only (its sessions and connect timeout are not reachable through the frame API; use --dataplane model)"
                         .into(),
                 );
             }

@@ -44,13 +44,16 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::{Dataplane, DataplaneError, Ev};
+use super::{Dataplane, DataplaneError, Ev, kube_proxy};
 use crate::forward::control::{ItfId, device_mac};
 use crate::forward::vrouter::Out;
 use crate::trace::{Hop, Tracer};
 use crate::wire::frame::{self, ETH_HEADER_LEN, Mac};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
+/// Rounds of frames a node may pass to itself for one received frame (a tunnel to its own
+/// vhost, kube-proxy's translations) before it counts as a forwarding loop.
+const MAX_LOCAL_ROUNDS: usize = 16;
 
 /// Where a frame enters a node's vrouter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,31 +250,104 @@ impl Dataplane {
                 self.vrouters[n].receive_from_host(&self.ctl, frame, &mut tr, &mut out)
             }
         }
-        for o in out.drain(..) {
-            let e = match o {
-                Out::Tap { itf, frame } => Egress {
-                    place: Place::Tap(self.ctl.model.interfaces[itf].uuid.clone()),
-                    frame,
-                },
-                Out::Host { frame, .. } => Egress {
-                    place: Place::Host,
-                    frame,
-                },
-                Out::Fabric { frame } => match self.to_underlay(frame, &mut tr, node) {
-                    Some(frame) => Egress {
-                        place: Place::Fabric,
+        // What the vrouter emitted, plus what never leaves the node: a frame tunnelled to
+        // the node's own vhost goes straight back into its vrouter (the real vrouter never
+        // puts it on the wire, and the underlay bridge would not hairpin it back), and what
+        // reaches the node's IP stack passes kube-proxy's node-port rules first, whose
+        // translated packets the node sends out through vhost0 again, as in the model.
+        let mut spare = Vec::new();
+        let mut rounds = 0;
+        while !out.is_empty() {
+            rounds += 1;
+            if rounds > MAX_LOCAL_ROUNDS {
+                tr.dropped(
+                    &format!("vrouter on {node}"),
+                    format!("forwarding loop: more than {MAX_LOCAL_ROUNDS} rounds within the node"),
+                );
+                out.clear();
+                break;
+            }
+            std::mem::swap(&mut out, &mut spare);
+            for o in spare.drain(..) {
+                match o {
+                    Out::Tap { itf, frame } => rx.egress.push(Egress {
+                        place: Place::Tap(self.ctl.model.interfaces[itf].uuid.clone()),
                         frame,
-                    },
-                    None => continue,
-                },
-            };
-            rx.egress.push(e);
+                    }),
+                    Out::Host { frame, .. } => {
+                        self.node_stack_rx(n, frame, &mut tr, &mut rx, &mut out)
+                    }
+                    Out::Fabric { frame } => {
+                        let own = frame::ethertype(&frame) == ETHERTYPE_IPV4
+                            && frame::parse_ipv4(&frame, ETH_HEADER_LEN)
+                                .is_ok_and(|s| s.tuple.dst == self.ctl.nodes[n].vhost);
+                        if own {
+                            if tr.trace {
+                                tr.hops.push(Hop {
+                                    at: format!("vrouter on {node}"),
+                                    node: Some(node.to_owned()),
+                                    note: Some(
+                                        "tunnelled to its own vhost: looped back, never on the wire"
+                                            .into(),
+                                    ),
+                                    ..Hop::default()
+                                });
+                            }
+                            self.vrouters[n]
+                                .receive_from_fabric(&self.ctl, frame, &mut tr, &mut out);
+                        } else if let Some(frame) = self.to_underlay(frame, &mut tr, node) {
+                            rx.egress.push(Egress {
+                                place: Place::Fabric,
+                                frame,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if spare.capacity() > out.capacity() {
+            out = spare;
         }
         self.out_buf = out;
         rx.hops = tr.hops;
         rx.dropped = tr.drop;
         rx.inconclusive = tr.inconclusive;
         Ok(rx)
+    }
+
+    /// A packet the vrouter hands to node `n`'s IP stack: kube-proxy's node-port rules and
+    /// conntrack first (as the model's node stack does); what they translate leaves through
+    /// vhost0 into the vrouter again (or loops back when it is for the node itself), the rest
+    /// goes to the node's kernel.
+    fn node_stack_rx(
+        &mut self,
+        n: usize,
+        f: Vec<u8>,
+        tr: &mut Tracer,
+        rx: &mut Rx,
+        out: &mut Vec<Out>,
+    ) {
+        let node = &self.ctl.nodes[n];
+        let (name, vhost, mac) = (node.name.clone(), node.vhost, node.mac);
+        let f = match self.kube_proxy.get_mut(&name) {
+            Some(kp) => match kp.input(&name, vhost, mac, f, tr) {
+                kube_proxy::Verdict::Pass(f) => f,
+                kube_proxy::Verdict::Send(f) => {
+                    if frame::parse_ipv4(&f, ETH_HEADER_LEN).is_ok_and(|s| s.tuple.dst == vhost) {
+                        out.push(Out::Host { node: n, frame: f });
+                    } else {
+                        self.vrouters[n].receive_from_host(&self.ctl, f, tr, out);
+                    }
+                    return;
+                }
+                kube_proxy::Verdict::Dropped => return,
+            },
+            None => f,
+        };
+        rx.egress.push(Egress {
+            place: Place::Host,
+            frame: f,
+        });
     }
 
     /// Addresses the underlay frame to the device owning its destination, or drops it.

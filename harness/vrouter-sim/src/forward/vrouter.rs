@@ -1155,6 +1155,30 @@ impl Vrouter {
             self.deny_new_flow(j as u32, true, t, decided, tr, hop);
             return;
         }
+        // Hairpin: the interface reaches itself through an address that translates to its
+        // own (its service's VIP with itself as the chosen backend, or its own floating IP).
+        // Delivered as is, the workload would see a packet from its own address arrive on
+        // its interface, which its kernel refuses (a martian source) or answers over its
+        // loopback, never un-NATed. The vrouter also rewrites the source to the address the
+        // workload reached (the VIP), so the answer goes back through the vrouter, whose
+        // reverse flow restores VIP -> client.
+        let rewrite = match dnat {
+            Some(n) if itf.ips.contains(&t.src) => {
+                let h = Tuple { src: t.dst, ..n };
+                if let Some(hp) = &mut hop {
+                    hp.nat = Some(format!(
+                        "{}; hairpin SNAT {}:{} -> {}:{} (the interface reaches itself)",
+                        hp.nat.take().unwrap_or_default(),
+                        t.src,
+                        t.sport,
+                        h.src,
+                        h.sport
+                    ));
+                }
+                Some(h)
+            }
+            other => other,
+        };
         self.flows.insert(
             FlowKey {
                 itf: j as u32,
@@ -1162,7 +1186,7 @@ impl Vrouter {
                 tuple: t,
             },
             FlowEntry {
-                action: FlowAction::Ingress { nat: dnat },
+                action: FlowAction::Ingress { nat: rewrite },
                 reverse: false,
                 decided: Arc::clone(&decided),
             },
@@ -1184,7 +1208,7 @@ impl Vrouter {
             FlowKey {
                 itf: j as u32,
                 inbound: false,
-                tuple: eff.reversed(),
+                tuple: rewrite.unwrap_or(t).reversed(),
             },
             FlowEntry {
                 action: back,
@@ -1192,7 +1216,7 @@ impl Vrouter {
                 decided,
             },
         );
-        if let Some(n) = dnat {
+        if let Some(n) = rewrite {
             frame::rewrite(frame, s, n);
         }
         if let Some(mut h) = hop {
