@@ -1,6 +1,7 @@
 //! `harness run`: stand clusters up, run scenarios, print progress and a summary, write the
 //! reports, exit with the run's code. First Ctrl-C: stop, clean up, write the report, exit
-//! 130; second Ctrl-C: exit at once, saying what was left.
+//! 130; second Ctrl-C: exit at once, saying what was left. SIGTERM (`kill`, a CI job's
+//! timeout, `docker stop`) gets the same cleanup and exits 143.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -189,13 +190,15 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
         let parallel = args.parallel.unwrap_or_else(runner::default_parallel);
         let work = runner::run_all(&inputs, &opts, parallel, Some(&tx));
         let outcome = tokio::select! {
-            r = work => (false, Some(r)),
-            _ = tokio::signal::ctrl_c() => (true, None),
+            r = work => (None, Some(r)),
+            sig = interrupt() => (Some(sig), None),
         };
         drop(tx);
         let _ = printer.await;
         outcome
     });
+    let signal = interrupted;
+    let interrupted = signal.is_some();
     if interrupted {
         // A second Ctrl-C while cleaning up exits at once.
         std::thread::spawn(|| {
@@ -203,17 +206,20 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
                 .enable_all()
                 .build()
             {
-                rt.block_on(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                });
+                let code = rt.block_on(interrupt());
                 eprintln!(
                     "\ninterrupted again: exiting without cleanup; the servers of the running scenario may be left (netns namespaces are swept by the next `harness run --dataplane netns`) and the report was not written"
                 );
-                std::process::exit(Exit::Interrupted as i32);
+                std::process::exit(code as i32);
             }
         });
         eprintln!(
-            "\ninterrupted: stopping the cluster and writing the report (Ctrl-C again to exit at once)"
+            "\n{}: stopping the cluster and writing the report (Ctrl-C again to exit at once)",
+            if signal == Some(Exit::Terminated) {
+                "terminated (SIGTERM)"
+            } else {
+                "interrupted"
+            }
         );
     }
     // Dropping the runtime stops every task the cancelled run left (clusters' servers).
@@ -252,7 +258,12 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
     }
     if interrupted && !args.keep {
         infrastructure_errors.push(format!(
-            "interrupted (Ctrl-C) after {} of {} scenarios",
+            "{} after {} of {} scenarios",
+            if signal == Some(Exit::Terminated) {
+                "terminated (SIGTERM)"
+            } else {
+                "interrupted (Ctrl-C)"
+            },
             scenarios.len(),
             inputs.len()
         ));
@@ -299,14 +310,32 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
         }
     }
     println!("seed: {seed} (rerun with --seed {seed} to reproduce the probe order)");
-    if interrupted && !args.keep {
-        return Exit::Interrupted;
+    if let (Some(code), false) = (signal, args.keep) {
+        return code;
     }
     match run.exit_code() {
         0 => Exit::Ok,
         1 => Exit::CheckFailed,
         _ => Exit::Infrastructure,
     }
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM with the exit code it stands for
+/// (130 or 143); both get the same cleanup. Without a SIGTERM handler (it could not be
+/// installed) only Ctrl-C is awaited.
+async fn interrupt() -> Exit {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => Exit::Interrupted,
+                _ = term.recv() => Exit::Terminated,
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    Exit::Interrupted
 }
 
 fn print_event(e: &Event, term: &Term) {

@@ -303,9 +303,6 @@ impl SimCluster {
 
         let db = ConfigDb::new();
         let mut km_config = KubeManagerConfig::from_settings(&spec.contrail);
-        if let Some(ms) = std::env::var("HARNESS_EXP_SETTLE_MS").ok().and_then(|v| v.parse().ok()) {
-            km_config.settle = Duration::from_millis(ms);
-        }
         if let Some(doc) = &spec.rbac_mapping {
             km_config.rbac_mapping =
                 harness_contrail_mock::kube_manager::RbacMapping::from_json(doc.clone())
@@ -333,8 +330,7 @@ impl SimCluster {
             let (db, dp) = (db.clone(), dp.clone());
             tokio::spawn(async move {
                 // Ends when the database is dropped; the cluster aborts it on shutdown.
-                let d = std::env::var("HARNESS_EXP_DEBOUNCE_MS").ok().and_then(|v| v.parse().ok()).map_or(agent::DEFAULT_DEBOUNCE, Duration::from_millis);
-                let _ = agent::follow_db(db, dp, d).await;
+                let _ = agent::follow_db(db, dp, agent::DEFAULT_DEBOUNCE).await;
             })
         };
         let km = KubeManager::new(kube.clone(), vnc.clone(), km_config.clone()).spawn();
