@@ -252,7 +252,8 @@ pub struct ProbeQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeAnswer {
-    /// The profile the oracle's expectations are in (the cluster's).
+    /// The profile the oracle's expectations are in (`upstream`, the blueprint, as in
+    /// `harness run`; the cluster's own profile is in `endpoints.json`).
     pub profile: String,
     /// Set when the cluster had not converged within the query's budget (5 s) and was
     /// probed anyway: what was still pending.
@@ -560,7 +561,8 @@ impl Prober {
                 hint: "name narrower peers, or write a scenario and use `harness run`".into(),
             });
         }
-        let oracle = Oracle::new(&model, self.profile());
+        // Expected verdicts are the blueprint's, as in `harness run` (whatever the mock runs).
+        let oracle = Oracle::new(&model, Profile::Upstream);
         let mut out = Vec::with_capacity(cells);
         let mut requests = Vec::new();
         let mut probed = Vec::new();
@@ -585,7 +587,7 @@ impl Prober {
             record(&mut out[i], outcome, q.pcap);
         }
         Ok(ProbeAnswer {
-            profile: self.profile().as_str().to_owned(),
+            profile: Profile::Upstream.as_str().to_owned(),
             not_converged,
             cells: out,
         })

@@ -855,7 +855,19 @@ pub async fn run_all(
                 },
                 None => opts.clone(),
             };
-            async move { run_scenario(&i.loaded, &i.file_arg, &opts, events).await }
+            async move {
+                let started = Instant::now();
+                let budget = scenario_budget(&i.loaded.scenario);
+                match tokio::time::timeout(
+                    budget,
+                    run_scenario(&i.loaded, &i.file_arg, &opts, events),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => abandoned(i, started, budget),
+                }
+            }
         })
         .buffered(parallel.max(1))
         .collect()
@@ -898,4 +910,50 @@ pub(crate) async fn prepare(
         rbac_mapping: s.rbac_mapping,
         cluster_up_ms: up_ms.load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+/// How long a scenario may take before it is abandoned as hung: a generous base (the slowest
+/// conformance scenario takes a few seconds) plus every wait the scenario itself states, so a
+/// long `holdFor` is never cut short. A hung component must give exit 3, never a stalled CI job.
+pub fn scenario_budget(s: &harness_scenario::model::Scenario) -> Duration {
+    use harness_scenario::model::Expectation;
+    let mut stated = Duration::ZERO;
+    for step in &s.steps {
+        let step = &step.value;
+        stated += step.wait.map_or(Duration::ZERO, |w| w.0);
+        for e in &step.expect {
+            match &e.value {
+                Expectation::Reachability(r) => {
+                    stated += r.within.map_or(Duration::ZERO, |w| w.0);
+                    stated += r.hold_for.map_or(Duration::ZERO, |w| w.0);
+                }
+                Expectation::Contrail(list) => {
+                    for a in list {
+                        stated += a.within.map_or(Duration::ZERO, |w| w.0);
+                    }
+                }
+                Expectation::Rbac(_) => {}
+            }
+        }
+    }
+    Duration::from_secs(120) + stated
+}
+
+/// The result of a scenario that did not finish within its budget: its future (and with it
+/// every server and task of its cluster) has been dropped; the report says so (exit 3).
+pub fn abandoned(input: &ScenarioInput, started: Instant, budget: Duration) -> ScenarioResult {
+    let s = &input.loaded.scenario;
+    ScenarioResult {
+        name: s.name.clone(),
+        file: input.file_arg.clone(),
+        labels: s.labels.clone(),
+        description: s.description.clone(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        setup_error: Some(format!(
+            "did not finish within {} s: abandoned, its cluster stopped (a component hung; rerun it with `harness run {}`)",
+            budget.as_secs(),
+            input.file_arg
+        )),
+        steps: Vec::new(),
+    }
 }

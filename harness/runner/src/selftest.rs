@@ -35,12 +35,6 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::evidence::EvidenceMode;
 use crate::run::{RunOptions, ScenarioInput, run_scenario};
 
-/// How long one scenario may take inside the self-test before it is abandoned (its cluster
-/// dropped, which stops every server and task) and reported as a setup error: a component
-/// that hangs must not hold the other phases up for ever. Generous: the slowest conformance
-/// scenario takes a few seconds, its `within`s sum to well under a minute.
-pub const SCENARIO_BUDGET: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// Exit code: everything as it must be.
 pub const EXIT_OK: u8 = 0;
 /// Exit code: a fault went undetected, the clean run failed, or an r5.0 result is unexplained.
@@ -581,9 +575,10 @@ pub async fn selftest(
             async move {
                 let t = Instant::now();
                 let run = run_scenario(&input.loaded, &input.file_arg, &o, None);
-                let r = match tokio::time::timeout(SCENARIO_BUDGET, run).await {
+                let budget = crate::run::scenario_budget(&input.loaded.scenario);
+                let r = match tokio::time::timeout(budget, run).await {
                     Ok(r) => r,
-                    Err(_) => abandoned(input, t),
+                    Err(_) => crate::run::abandoned(input, t, budget),
                 };
                 (pi, t, r)
             }
@@ -620,24 +615,6 @@ pub async fn selftest(
         started.elapsed().as_millis() as u64,
         records,
     )
-}
-
-/// The result of a scenario that did not finish within [`SCENARIO_BUDGET`].
-fn abandoned(input: &ScenarioInput, started: Instant) -> ScenarioResult {
-    let s = &input.loaded.scenario;
-    ScenarioResult {
-        name: s.name.clone(),
-        file: input.file_arg.clone(),
-        labels: s.labels.clone(),
-        description: s.description.clone(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        setup_error: Some(format!(
-            "did not finish within {} s: abandoned, its cluster stopped (a component hung; rerun it with `harness run {}`)",
-            SCENARIO_BUDGET.as_secs(),
-            input.file_arg
-        )),
-        steps: Vec::new(),
-    }
 }
 
 /// The self-test report as Markdown: verdict, the fault → cases table, the r5.0 table, the
