@@ -17,3 +17,23 @@ pub enum Exit {
     /// Terminated by SIGTERM (after the same cleanup as Ctrl-C): 128 + 15.
     Terminated = 143,
 }
+
+/// The async runtime of a verb that talks to servers, or exit 3 saying why it could not start
+/// (a process out of threads or file descriptors is an infrastructure problem, not bad input).
+pub fn runtime(
+    term: &crate::term::Term,
+    multi_thread: bool,
+) -> Result<tokio::runtime::Runtime, Exit> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!(
+            "{} cannot start the async runtime: {e}",
+            term.red("error:", true)
+        );
+        Exit::Infrastructure
+    })
+}

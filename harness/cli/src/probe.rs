@@ -44,18 +44,9 @@ pub fn run(args: &ProbeArgs, term: &Term) -> Exit {
         port: args.port.clone(),
         pcap: args.trace,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::exit::runtime(term, false) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "{} cannot start the async runtime: {e}",
-                term.red("error:", true)
-            );
-            return Exit::Infrastructure;
-        }
+        Err(code) => return code,
     };
     let answer = runtime.block_on(harness_runner::hold::probe_remote(
         &endpoints.probe,

@@ -95,18 +95,9 @@ pub fn run(args: &SelftestArgs, term: &Term) -> Exit {
         if opts.faults.len() == 1 { "" } else { "s" }
     );
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::exit::runtime(term, true) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "{} cannot start the async runtime: {e}",
-                term.red("error:", true)
-            );
-            return Exit::Infrastructure;
-        }
+        Err(code) => return code,
     };
     let started_at = runner::now_rfc3339();
     let started = Instant::now();

@@ -245,18 +245,9 @@ pub fn run(args: &UpArgs, term: &Term) -> Exit {
         );
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::exit::runtime(term, true) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "{} cannot start the async runtime: {e}",
-                term.red("error:", true)
-            );
-            return Exit::Infrastructure;
-        }
+        Err(code) => return code,
     };
     let plan = Plan {
         loaded: loaded.as_ref(),
