@@ -49,18 +49,9 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
     };
     let mut faults = Vec::new();
     for f in &args.faults {
-        match serde_json::from_value::<MockFault>(serde_json::Value::String(f.clone())) {
+        match f.parse::<MockFault>() {
             Ok(x) => faults.push(x),
-            Err(_) => {
-                let names: Vec<String> = MockFault::ALL.iter().map(|f| f.name()).collect();
-                return bad(
-                    term,
-                    &format!(
-                        "--fault {f}: unknown fault; use one of {}",
-                        names.join(", ")
-                    ),
-                );
-            }
+            Err(e) => return bad(term, &format!("--fault: {e}")),
         }
     }
     let evidence: EvidenceMode = match args.evidence.parse() {

@@ -23,13 +23,8 @@ fn bad(term: &Term, msg: &str) -> Exit {
 
 /// `--fault NAME` as a fault, or the list of names.
 fn parse_fault(name: &str) -> Result<MockFault, String> {
-    serde_json::from_value::<MockFault>(serde_json::Value::String(name.to_owned())).map_err(|_| {
-        let names: Vec<String> = MockFault::ALL.iter().map(|f| f.name()).collect();
-        format!(
-            "--fault {name}: unknown fault; use one of {}",
-            names.join(", ")
-        )
-    })
+    name.parse::<MockFault>()
+        .map_err(|e| format!("--fault: {e}"))
 }
 
 /// Whether `pid` names a live process.

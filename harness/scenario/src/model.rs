@@ -244,6 +244,20 @@ impl MockFault {
     }
 }
 
+impl FromStr for MockFault {
+    type Err = String;
+    /// Parses the kebab-case name; the error lists every fault, so a typo is one edit away.
+    fn from_str(s: &str) -> Result<Self, String> {
+        MockFault::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = MockFault::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown fault `{s}`; use one of {}", names.join(", "))
+            })
+    }
+}
+
 /// Contrail settings for the scenario (the mock's configuration, or how to reach a real one).
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
