@@ -189,6 +189,8 @@ pub struct Dataplane {
     kube_proxy: kube_proxy::KubeProxies,
     gateway_sessions: GatewaySessions,
     proxy_port: u16,
+    /// The ingress proxies' open connections (they outlive the frame that opened them).
+    proxy: proxy::ProxySessions,
 }
 
 /// The gateway's session table: the answers it lets in from outside are those of sessions
@@ -256,6 +258,7 @@ impl Dataplane {
             kube_proxy: kube_proxy::KubeProxies::default(),
             gateway_sessions: GatewaySessions::default(),
             proxy_port: 32768,
+            proxy: proxy::ProxySessions::default(),
             topology,
         };
         dp.vrouters = dp
@@ -387,6 +390,7 @@ impl Dataplane {
                     })
                     .collect();
                 self.index_topology();
+                self.proxy_recompiled();
             }
         }
     }
@@ -814,12 +818,17 @@ impl Dataplane {
         out.clear();
         let mut responder: std::sync::Arc<str> = std::sync::Arc::from("");
         let mut steps = 0;
-        let mut sessions: Vec<proxy::ProxySession> = Vec::new();
+        // The probe's own proxy connections: a probe is one connection attempt that ends with
+        // this loop, so the connections the frame API's clients hold are set aside meanwhile
+        // (and its own are dropped after).
+        let held = std::mem::take(&mut self.proxy);
+        let mut sent = Vec::new();
         loop {
             let Some(ev) = q.pop_front() else {
                 // Nothing moves any more: ingress proxies give up on backend connections
                 // nobody answered (their connect timeout), which may send more frames.
-                if self.proxy_timeouts(tr, &mut q, &mut sessions, &mut responder) {
+                if self.proxy_timers(None, proxy::When::Idle, tr, &mut sent, &mut responder) {
+                    q.extend(sent.drain(..).map(|(i, f)| Ev::TapTx(i, f)));
                     continue;
                 }
                 break;
@@ -853,7 +862,8 @@ impl Dataplane {
                     } else if let Some(e) = self.itf_endpoint[i] {
                         self.endpoint_rx(e, i, f, tr, &mut q, &mut responder);
                     } else if let Some(p) = self.ctl.itf_proxy[i] {
-                        self.proxy_rx(p, i, f, tr, &mut q, &mut sessions, &mut responder);
+                        self.proxy_rx(p, i, f, tr, &mut sent, &mut responder);
+                        q.extend(sent.drain(..).map(|(i, f)| Ev::TapTx(i, f)));
                     } else {
                         tr.dropped(
                             &format!("interface {}", self.ctl.itf_name(i)),
@@ -959,6 +969,7 @@ impl Dataplane {
         out.clear();
         self.queue_buf = q;
         self.out_buf = out;
+        self.proxy = held;
         answers
     }
 

@@ -14,7 +14,11 @@
 //! - frames the vrouter puts on the underlay get the destination MAC of the underlay device
 //!   that owns the outer destination (node, fabric host, gateway, or the node of a
 //!   fabric-forwarded pod), as the model's underlay sets it; a frame for an address that no
-//!   device of the topology owns is dropped, so nothing leaves the topology.
+//!   device of the topology owns is dropped, so nothing leaves the topology;
+//! - a frame for an ingress proxy's VIP interface goes to the proxy (Contrail's haproxy runs
+//!   on the node, behind no tap), whose connections are dataplane state; what it sends enters
+//!   the vrouter from the VIP interface again. Its timers run in [`Dataplane::tick`], which
+//!   the I/O backend calls every few tens of milliseconds.
 //!
 //! [`Dataplane::gateway_rx`] is the same for the SDN gateway between the underlay and the
 //! external clients.
@@ -41,11 +45,15 @@
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use ipnet::Ipv4Net;
 
+use super::proxy::When;
+pub use super::proxy::{PROXY_CONNECT_TIMEOUT, PROXY_IDLE_TIMEOUT, PROXY_RETRANSMIT};
 use super::{Dataplane, DataplaneError, Ev, kube_proxy};
-use crate::forward::control::{ItfId, device_mac};
+use crate::forward::control::{ItfId, NodeId, device_mac};
 use crate::forward::vrouter::Out;
 use crate::trace::{Hop, Tracer};
 use crate::wire::frame::{self, ETH_HEADER_LEN, Mac};
@@ -250,6 +258,55 @@ impl Dataplane {
                 self.vrouters[n].receive_from_host(&self.ctl, frame, &mut tr, &mut out)
             }
         }
+        Ok(self.settle(n, node, out, tr, rx))
+    }
+
+    /// The timers of the ingress proxies whose VIP interface is on `node`, at wall-clock
+    /// `now`: a backend connection unanswered for [`PROXY_CONNECT_TIMEOUT`] resets its client
+    /// (haproxy's 503), an unacknowledged segment is sent again after [`PROXY_RETRANSMIT`], a
+    /// connection idle for [`PROXY_IDLE_TIMEOUT`] is reset. Returns what the proxies sent,
+    /// through `node`'s vrouter, as [`Dataplane::node_rx`] does. The forwarder of each node
+    /// calls it every few tens of milliseconds; the proxies' clock is the latest `now` given.
+    ///
+    /// # Errors
+    /// Unknown node.
+    pub fn tick(&mut self, node: &str, now: Instant) -> Result<Rx, DataplaneError> {
+        let n = self.node(node)?;
+        self.proxy.advance(now);
+        if self.proxy.is_empty() {
+            return Ok(Rx::default());
+        }
+        let mut tr = Tracer::default();
+        let mut sent = Vec::new();
+        let mut responder = Arc::from("");
+        self.proxy_timers(Some(n), When::At(now), &mut tr, &mut sent, &mut responder);
+        if sent.is_empty() {
+            return Ok(Rx::default());
+        }
+        let mut out = std::mem::take(&mut self.out_buf);
+        out.clear();
+        for (i, f) in sent {
+            self.vrouters[n].receive_from_tap(&self.ctl, i, f, &mut tr, &mut out);
+        }
+        Ok(self.settle(n, node, out, tr, Rx::default()))
+    }
+
+    /// Connections the ingress proxies hold open (client and backend leg each), on every
+    /// node.
+    pub fn proxy_connections(&self) -> usize {
+        self.proxy.len()
+    }
+
+    /// Moves what node `n`'s vrouter emitted (`out`) to its places, and returns them with
+    /// the trace.
+    fn settle(
+        &mut self,
+        n: NodeId,
+        node: &str,
+        mut out: Vec<Out>,
+        mut tr: Tracer,
+        mut rx: Rx,
+    ) -> Rx {
         // What the vrouter emitted, plus what never leaves the node: a frame tunnelled to
         // the node's own vhost goes straight back into its vrouter (the real vrouter never
         // puts it on the wire, and the underlay bridge would not hairpin it back), and what
@@ -270,6 +327,18 @@ impl Dataplane {
             std::mem::swap(&mut out, &mut spare);
             for o in spare.drain(..) {
                 match o {
+                    // The VIP interface of an ingress proxy: the proxy runs on the node (its
+                    // namespace is the node's, not a workload's), and what it answers enters
+                    // the vrouter from the VIP interface again.
+                    Out::Tap { itf, frame } if self.ctl.itf_proxy[itf].is_some() => {
+                        let p = self.ctl.itf_proxy[itf].unwrap_or_default();
+                        let mut sent = Vec::new();
+                        let mut responder = Arc::from("");
+                        self.proxy_rx(p, itf, frame, &mut tr, &mut sent, &mut responder);
+                        for (i, f) in sent {
+                            self.vrouters[n].receive_from_tap(&self.ctl, i, f, &mut tr, &mut out);
+                        }
+                    }
                     Out::Tap { itf, frame } => rx.egress.push(Egress {
                         place: Place::Tap(self.ctl.model.interfaces[itf].uuid.clone()),
                         frame,
@@ -312,7 +381,7 @@ impl Dataplane {
         rx.hops = tr.hops;
         rx.dropped = tr.drop;
         rx.inconclusive = tr.inconclusive;
-        Ok(rx)
+        rx
     }
 
     /// A packet the vrouter hands to node `n`'s IP stack: kube-proxy's node-port rules and

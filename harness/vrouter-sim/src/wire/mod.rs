@@ -41,15 +41,29 @@ pub type Result<T> = core::result::Result<T, Error>;
 pub(crate) type Field = core::ops::Range<usize>;
 
 /// The 16-bit one's complement sum of `data` added to `sum` (RFC 1071), not yet folded.
-pub(crate) fn ones_sum(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+/// Adds the big-endian 16-bit words of `data` (an odd last byte padded with zero) to `sum`,
+/// folded back to at most 17 bits so callers can keep adding. Eight bytes at a time into a
+/// 64-bit accumulator (the sum of 32-bit words folds to the same 16-bit sum, as
+/// 2^16 ≡ 1 mod 0xffff): frames of up to 64 KiB (a TCP super-frame through a tunnel) cost
+/// a quarter of a word-by-word loop.
+pub(crate) fn ones_sum(sum: u32, data: &[u8]) -> u32 {
+    let mut acc = u64::from(sum);
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        let v = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (v >> 32) + (v & 0xffff_ffff);
     }
-    if let [last] = chunks.remainder() {
-        sum = sum.wrapping_add(u32::from(*last) << 8);
+    let mut words = chunks.remainder().chunks_exact(2);
+    for c in &mut words {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    sum
+    if let [last] = words.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    while acc > 0x1_ffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u32
 }
 
 /// Folds a one's complement sum and complements it: the Internet checksum.
@@ -63,6 +77,33 @@ pub(crate) fn fold_checksum(mut sum: u32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wide_sum_folds_to_the_word_by_word_sum() {
+        let naive = |sum: u32, d: &[u8]| {
+            let mut s = u64::from(sum);
+            for c in d.chunks(2) {
+                s += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+            fold_checksum(u32::try_from(s % 0xffff).unwrap_or(0))
+        };
+        let data: Vec<u8> = (0..70_001u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in [0, 1, 2, 7, 8, 9, 1500, 65_535, 70_001] {
+            for start in [0u32, 0xffff, 0x1_fffe] {
+                let a = fold_checksum(ones_sum(start, &data[..len]));
+                let b = naive(start, &data[..len]);
+                // 0x0000 and 0xffff are the same number in ones' complement.
+                assert!(
+                    a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0),
+                    "{len} {start}: {a:#x} {b:#x}"
+                );
+            }
+        }
+        let ones = vec![0xffu8; 65_536];
+        assert_eq!(fold_checksum(ones_sum(0, &ones)), 0);
+    }
 
     #[test]
     fn internet_checksum_of_rfc1071_example() {
