@@ -10,7 +10,7 @@
 //! ```
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use harness_scenario::Protocol;
@@ -176,6 +176,31 @@ impl ProbeResult {
     }
     pub(crate) fn other(detail: String) -> Self {
         Self::new(ProbeResultKind::Other, None, detail)
+    }
+
+    /// For a probe answered by a serving agent, the source address that agent saw (after any
+    /// SNAT on the way), read back from [`ProbeResult::detail`]; `None` otherwise.
+    ///
+    /// ```
+    /// use harness_agent::ProbeResult;
+    /// let r: ProbeResult = serde_json::from_str(r#"{"result": "connected", "backend": "x/a",
+    ///     "detail": "x/a answered on TCP/80, saw source 10.32.0.4:40112"}"#).unwrap();
+    /// assert_eq!(r.source_seen(), Some("10.32.0.4:40112".parse().unwrap()));
+    /// ```
+    pub fn source_seen(&self) -> Option<SocketAddr> {
+        if self.result != ProbeResultKind::Connected || self.backend.is_none() {
+            return None;
+        }
+        crate::identity::source_in_detail(&self.detail)
+    }
+
+    /// Whether a `refused` probe was refused by a hop on the path — an ICMP host or network
+    /// unreachable, or no route or ARP answer in the prober's own namespace — rather than by
+    /// the destination (TCP RST, ICMP port unreachable, SCTP ABORT).
+    pub fn refused_on_the_path(&self) -> bool {
+        self.result == ProbeResultKind::Refused
+            && (self.detail.starts_with(crate::probe::HOST_UNREACHABLE)
+                || self.detail.starts_with(crate::probe::NETWORK_UNREACHABLE))
     }
 }
 

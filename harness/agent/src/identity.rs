@@ -19,6 +19,10 @@ use crate::ports::ServedPort;
 /// The first word of every greeting.
 pub const GREETING_PREFIX: &str = "harness-agent";
 
+/// What precedes the source address in a connected probe's `detail`
+/// (`x/a answered on TCP/80, saw source 10.32.0.4:40112`).
+const SAW_SOURCE: &str = ", saw source ";
+
 /// The name a serving agent answers with: `namespace/pod` by convention, any printable word.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity(String);
@@ -92,12 +96,19 @@ impl Greeting {
     pub fn detail(&self) -> String {
         match self.seen.split_once(" from ") {
             Some((port, source)) => {
-                format!("{} answered on {port}, saw source {source}", self.backend)
+                format!("{} answered on {port}{SAW_SOURCE}{source}", self.backend)
             }
             None if self.seen.is_empty() => format!("{} answered", self.backend),
             None => format!("{} answered: {}", self.backend, self.seen),
         }
     }
+}
+
+/// The source address a backend said it saw, from a connected probe's `detail` (as written
+/// by [`Greeting::detail`]); `None` when the detail carries none.
+pub(crate) fn source_in_detail(detail: &str) -> Option<SocketAddr> {
+    let (_, source) = detail.rsplit_once(SAW_SOURCE)?;
+    source.trim().parse().ok()
 }
 
 /// Parses a greeting line (with or without its newline); `None` if it is not one.
@@ -148,8 +159,17 @@ mod tests {
             "x/a answered on UDP/81, saw source 10.32.0.4:40112"
         );
         assert_eq!(
+            source_in_detail(&g.detail()),
+            Some("10.32.0.4:40112".parse().unwrap())
+        );
+        assert_eq!(
             parse_greeting("harness-agent y/b\r\n").unwrap().detail(),
             "y/b answered"
+        );
+        assert_eq!(source_in_detail("y/b answered"), None);
+        assert_eq!(
+            source_in_detail("x/a answered on TCP/80, saw source nowhere"),
+            None
         );
         assert_eq!(parse_greeting("harness-agent "), None);
         assert_eq!(parse_greeting("harness-agentx/a"), None);

@@ -42,7 +42,10 @@ pub use batch::{
 };
 pub use identity::{GREETING_PREFIX, Identity};
 pub use ports::{ServedPort, ServedProtocol, parse_port_list};
-pub use probe::{MAX_IN_FLIGHT, probe, probe_batch, probe_batch_async};
+pub use probe::{
+    MAX_IN_FLIGHT, probe, probe_batch, probe_batch_async, probe_batch_async_in_flight,
+    probe_batch_in_flight,
+};
 pub use serve::{
     Listening, ServeError, ServeOptions, ServerHandle, SkippedPort, serve, serve_with,
 };

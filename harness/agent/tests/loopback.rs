@@ -82,8 +82,14 @@ fn tcp_connected_names_the_backend_and_closed_port_is_refused() {
         "{}",
         r[0].detail
     );
+    // The source the server saw, as a prober reads it back: this probe's own socket.
+    let seen = r[0].source_seen().expect("a source in the greeting");
+    assert_eq!(seen.ip(), std::net::IpAddr::from([127, 0, 0, 1]), "{seen}");
+    assert_ne!(seen.port(), port, "{seen}");
     assert_eq!(r[1].result, ProbeResultKind::Refused, "{r:?}");
     assert_eq!(r[1].backend, None);
+    assert_eq!(r[1].source_seen(), None);
+    assert!(!r[1].refused_on_the_path(), "{r:?}");
     assert!(
         r[1].detail.starts_with("TCP RST from 127.0.0.1:"),
         "{}",
@@ -344,6 +350,32 @@ fn probes_of_a_batch_run_concurrently() {
         "{results:?}"
     );
     assert!(took < Duration::from_millis(1500), "{took:?}");
+}
+
+#[test]
+fn in_flight_limits_how_many_probes_run_at_once() {
+    // Six silent UDP ports at 200 ms each, two at a time: three rounds, not one.
+    let silent: Vec<std::net::UdpSocket> = (0..6)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let requests: Vec<ProbeRequest> = silent
+        .iter()
+        .map(|s| req(Protocol::Udp, s.local_addr().unwrap().port(), 200))
+        .collect();
+    let started = Instant::now();
+    let results = harness_agent::probe_batch_in_flight(&requests, 2);
+    let took = started.elapsed();
+    assert!(
+        results.iter().all(|r| r.result == ProbeResultKind::Timeout),
+        "{results:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    // 0 means one at a time, not none.
+    let one = harness_agent::probe_batch_in_flight(&requests[..1], 0);
+    assert_eq!(one[0].result, ProbeResultKind::Timeout, "{one:?}");
 }
 
 #[test]
