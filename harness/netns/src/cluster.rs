@@ -1,7 +1,7 @@
 //! The topology in network namespaces and its lifecycle: [`NetnsDataplane::up`] builds it
 //! from a model [`Dataplane`] (nodes, fabric hosts, gateway, external clients; the pods
 //! through [`NetnsDataplane::sync`], see [`crate::pods`]), starts the user-space vrouters,
-//! the servers and the capture; dropping it (or [`CleanupHandle::cleanup`]) stops them and
+//! the probe agents and the capture; dropping it (or [`CleanupHandle::cleanup`]) stops them and
 //! deletes every namespace it created.
 
 use std::collections::{HashMap, HashSet};
@@ -22,6 +22,7 @@ use crate::probe::{self, NetVerdict, ProbeSpec};
 use crate::run::{RunRecord, new_run_id, sweep_leftovers};
 use crate::vrouter::{self, Forwarder, ForwarderStats, Port, Role, VrouterHandle};
 use crate::{NetnsError, ip, sys};
+use harness_agent::ServerHandle;
 
 /// How the topology is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +179,9 @@ pub(crate) struct Inner {
     pub namespaces: Mutex<Vec<String>>,
     pub stop: Arc<AtomicBool>,
     pub threads: Mutex<Vec<JoinHandle<Result<(), NetnsError>>>>,
-    /// The pods wired so far (their server threads are stopped by cleanup too).
+    /// The probe agents of the nodes and fabric hosts (pods keep their own).
+    pub servers: Mutex<Vec<ServerHandle>>,
+    /// The pods wired so far (their probe agents are shut down by cleanup too).
     pub pods: Mutex<Pods>,
     pub done: AtomicBool,
 }
@@ -207,10 +210,15 @@ impl Inner {
             return Ok(());
         }
         self.stop.store(true, Ordering::SeqCst);
-        let mut threads: Vec<_> = lock(&self.threads).drain(..).collect();
-        threads.extend(lock(&self.pods).take_servers());
-        // Each thread polls with a 50 ms timeout and then sees the stop flag; their sockets
-        // close as they exit, which lets the kernel free the namespaces.
+        let threads: Vec<_> = lock(&self.threads).drain(..).collect();
+        let mut servers: Vec<ServerHandle> = lock(&self.servers).drain(..).collect();
+        servers.extend(lock(&self.pods).take_servers());
+        // Shutting an agent down closes its sockets at once; each other thread polls with a
+        // 50 ms timeout and then sees the stop flag. Sockets close as they go, which lets the
+        // kernel free the namespaces.
+        for s in servers {
+            s.shutdown();
+        }
         for t in threads {
             let _ = t.join();
         }
@@ -237,7 +245,7 @@ impl std::fmt::Debug for CleanupHandle {
 }
 
 impl CleanupHandle {
-    /// Stops the vrouters, servers and capture and deletes every namespace of the run.
+    /// Stops the vrouters, probe agents and capture and deletes every namespace of the run.
     ///
     /// # Errors
     /// A failing `ip netns del` (the run's record stays, so the next run's sweep retries).
@@ -269,6 +277,10 @@ pub struct ForwarderCounters {
     /// Frames the kernel dropped before the forwarder read them (a receive ring was full):
     /// counted when the forwarder is idle and every 1024 batches.
     pub ring_drops: u64,
+    /// TCP super-frames read from workloads (TSO; each counts once in `rx`).
+    pub super_frames: u64,
+    /// TCP segments joined into super-frames for workloads' kernels (GRO).
+    pub coalesced: u64,
     /// The most recent drops: (where, why).
     pub recent_drops: Vec<(String, String)>,
 }
@@ -351,7 +363,7 @@ impl NetnsDataplane {
     /// (vhost0 on the underlay bridge, a tap per pod interface, a user-space vrouter over
     /// AF_PACKET), per placed pod (its interface with the Contrail MAC and instance IP, a
     /// default route via the network's gateway), per fabric host (a plain kernel), the
-    /// gateway and its external clients, and the underlay itself. Servers answer on every
+    /// gateway and its external clients, and the underlay itself. Probe agents answer on every
     /// declared port. On error everything created so far is deleted.
     ///
     /// # Errors
@@ -387,6 +399,7 @@ impl NetnsDataplane {
             namespaces: Mutex::new(Vec::new()),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
+            servers: Mutex::new(Vec::new()),
             pods: Mutex::new(Pods::default()),
             done: AtomicBool::new(false),
         });
@@ -600,11 +613,12 @@ impl NetnsDataplane {
             jobs.push((ns.clone(), Box::new(|| sys::offloads_off("eth0"))));
         }
         spawn_all(jobs)?;
-        // 5. The vrouters, the gateway, the servers and the capture. Receive-ring slots fit
+        // 5. The vrouters, the gateway, the probe agents and the capture. Receive-ring slots fit
         //    the largest underlay frame (an encapsulated, MTU-sized workload frame).
         let slot = crate::packet::ring_slot_size(usize::from(umtu) + 14 + 4);
         let stop = Arc::clone(&self.inner.stop);
         let mut threads = Vec::new();
+        let mut servers = Vec::new();
         let result = (|| {
             if opts.capture {
                 let frames: Captured = Arc::new(Mutex::new(Vec::new()));
@@ -665,30 +679,21 @@ impl NetnsDataplane {
                 self.stats.push(("gateway".into(), stats));
             }
             for h in &l.hosts {
-                threads.push(probe::spawn_server(
-                    &h.ns,
-                    &h.name,
-                    h.ports.clone(),
-                    vec![Arc::clone(&stop)],
-                )?);
+                servers.push(probe::serve_in(&h.ns, &h.name, &h.ports)?);
             }
             for n in &l.nodes {
                 if !n.ports.is_empty() {
-                    threads.push(probe::spawn_server(
+                    servers.push(probe::serve_in(
                         &n.ns,
-                        &format!("node {}", n.name),
-                        n.ports.clone(),
-                        vec![Arc::clone(&stop)],
+                        &probe::node_identity(&n.name),
+                        &n.ports,
                     )?);
                 }
             }
             Ok::<(), NetnsError>(())
         })();
-        self.inner
-            .threads
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(threads);
+        lock(&self.inner.threads).extend(threads);
+        lock(&self.inner.servers).extend(servers);
         result
     }
 
@@ -762,15 +767,15 @@ impl NetnsDataplane {
                 timeout,
             }],
             1,
-            true,
         )?;
         Ok(v.pop().unwrap_or(NetVerdict::Other {
             detail: "no result".into(),
         }))
     }
 
-    /// Runs `specs` from inside `from`'s namespace with real kernel sockets, at most
-    /// `concurrency` at once; `identify` also reads who answered a TCP connection.
+    /// Runs `specs` from inside `from`'s namespace with the probe agent's real kernel
+    /// sockets, at most `concurrency` at once (see [`crate::probe`]): every connected TCP,
+    /// UDP and SCTP probe also reads who answered and the source address it saw.
     ///
     /// It first brings the namespaces in line with the model ([`NetnsDataplane::sync`]), so
     /// pods that a later scenario step created (or deleted) are wired (or gone) before they
@@ -784,7 +789,6 @@ impl NetnsDataplane {
         from: &EndpointRef,
         specs: Vec<ProbeSpec>,
         concurrency: usize,
-        identify: bool,
     ) -> Result<Vec<NetVerdict>, NetnsError> {
         self.sync()?;
         let ns = self.namespace_of(from)?;
@@ -797,7 +801,7 @@ impl NetnsDataplane {
         if self.inner.done.load(Ordering::SeqCst) {
             return Err(NetnsError::Stopped);
         }
-        probe::run_batch(&ns, specs, concurrency, identify)
+        probe::run_batch(&ns, &specs, concurrency)
     }
 
     /// The frames captured on the underlay so far (with [`NetnsOptions::capture`]).
@@ -904,6 +908,8 @@ impl NetnsDataplane {
                         send_errors: g(&s.send_errors),
                         batches: g(&s.batches),
                         ring_drops: g(&s.ring_drops),
+                        super_frames: g(&s.super_frames),
+                        coalesced: g(&s.coalesced),
                         recent_drops: s
                             .recent_drops
                             .lock()

@@ -3,7 +3,8 @@
 //! Pods, nodes, fabric hosts, the gateway and external clients become Linux network
 //! namespaces; the simulated vrouters forward real frames in user space over AF_PACKET
 //! sockets, running the *same* forwarding core as the model dataplane
-//! ([`harness_vrouter_sim::io`]); probes are real kernel sockets.
+//! ([`harness_vrouter_sim::io`]); probes are real kernel sockets, served and sent by the
+//! probe agent (`harness-agent`) inside the namespaces.
 //!
 //! ```no_run
 //! use std::sync::{Arc, Mutex};
@@ -23,8 +24,9 @@
 //! ```
 //!
 //! Modules: [`cluster`] (topology and lifecycle), [`pods`] (wiring pods as the model's
-//! endpoints change), [`vrouter`] (the AF_PACKET forwarders),
-//! [`probe`] (servers and the batch prober), [`packet`] (the AF_PACKET socket and checksum
+//! endpoints change), [`service`] (service-chain instances as forwarding namespaces),
+//! [`vrouter`] (the AF_PACKET forwarders),
+//! [`probe`] (the probe agent serving and probing in each namespace, verdicts), [`packet`] (the AF_PACKET socket and checksum
 //! completion), [`capture`] (the underlay capture), [`run`] (run ids, ownership records,
 //! the sweep of leftovers), [`ip`] (iproute2), [`sys`] (setns on dedicated threads, sysctls,
 //! offloads, capabilities).
@@ -36,6 +38,7 @@ pub mod packet;
 pub mod pods;
 pub mod probe;
 pub mod run;
+pub mod service;
 pub mod sys;
 pub mod vrouter;
 
@@ -45,6 +48,7 @@ pub use cluster::{CleanupHandle, ForwarderCounters, NetnsDataplane, NetnsOptions
 pub use pods::SyncReport;
 pub use probe::{NetVerdict, ProbeSpec, unsupported_reason};
 pub use run::{SweepReport, sweep_leftovers};
+pub use service::ServiceCounters;
 pub use sys::check_capabilities;
 
 /// Errors of the netns dataplane.

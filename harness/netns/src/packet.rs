@@ -34,6 +34,9 @@ pub struct RxMeta {
     pub ifindex: i32,
     /// The kernel left the TCP/UDP checksum partial; [`complete_checksum`] fixed it.
     pub checksum_completed: bool,
+    /// A TCP super-frame (a socket with [`PacketSocket::enable_vnet_hdr`] only): its
+    /// checksum is left partial, [`segment_tcp`] or [`gso_header`] finish it.
+    pub gso: Option<TcpGso>,
 }
 
 /// An AF_PACKET socket.
@@ -41,6 +44,9 @@ pub struct RxMeta {
 pub struct PacketSocket {
     fd: OwnedFd,
     ifindex: i32,
+    /// Every frame read or written is preceded by a `struct virtio_net_hdr`
+    /// ([`PacketSocket::enable_vnet_hdr`]).
+    vnet: bool,
 }
 
 /// The index of interface `name` in the calling thread's namespace.
@@ -107,7 +113,11 @@ impl PacketSocket {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(PacketSocket { fd, ifindex: index })
+        Ok(PacketSocket {
+            fd,
+            ifindex: index,
+            vnet: false,
+        })
     }
 
     /// The bound interface's index (0: every interface).
@@ -116,7 +126,8 @@ impl PacketSocket {
     }
 
     /// Receives one frame into `buf`; `None` when nothing is queued. Frames this host sent
-    /// are skipped; a partial TCP/UDP checksum is completed in place.
+    /// are skipped; a partial TCP/UDP checksum is completed in place (except in a TCP
+    /// super-frame, see [`RxMeta::gso`]).
     ///
     /// # Errors
     /// The system call's.
@@ -149,10 +160,19 @@ impl PacketSocket {
             if sll.sll_pkttype == PACKET_OUTGOING {
                 continue;
             }
-            let n = n as usize;
+            let mut n = n as usize;
             if n > buf.len() {
                 // Truncated: bigger than any MTU we configure; not a frame we can forward.
                 continue;
+            }
+            let mut vnet = VnetHdr::default();
+            if self.vnet {
+                if n < VNET_HDR_LEN {
+                    continue;
+                }
+                vnet = VnetHdr::from_bytes(&buf[..VNET_HDR_LEN]);
+                buf.copy_within(VNET_HDR_LEN..n, 0);
+                n -= VNET_HDR_LEN;
             }
             let mut status = 0u32;
             // SAFETY: walking the control buffer the kernel filled, with the libc macros.
@@ -167,7 +187,10 @@ impl PacketSocket {
                     c = libc::CMSG_NXTHDR(&msg, c);
                 }
             }
-            let partial = status & TP_STATUS_CSUMNOTREADY != 0;
+            let gso = vnet.tcp_gso();
+            let partial = gso.is_none()
+                && (status & TP_STATUS_CSUMNOTREADY != 0
+                    || vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0);
             if partial {
                 complete_checksum(&mut buf[..n]);
             }
@@ -175,25 +198,36 @@ impl PacketSocket {
                 len: n,
                 ifindex: sll.sll_ifindex,
                 checksum_completed: partial,
+                gso,
             }));
         }
     }
 
-    /// Sends one frame out of the bound interface.
+    /// Sends one frame out of the bound interface (an ordinary frame: on a socket with
+    /// [`PacketSocket::enable_vnet_hdr`] it gets an empty `virtio_net_hdr`).
     ///
     /// # Errors
     /// The system call's (a full queue gives `WouldBlock`).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        let hdr = VnetHdr::default().to_bytes();
+        let mut iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        let first = usize::from(!self.vnet);
+        // SAFETY: zeroed msghdr is valid; its iovecs point at live buffers.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov[first..].as_mut_ptr();
+        msg.msg_iovlen = (2 - first) as _;
         loop {
-            // SAFETY: frame is a live slice.
-            let n = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            // SAFETY: msg points at live iovecs for the duration of the call.
+            let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
             if n >= 0 {
                 return Ok(());
             }
@@ -274,6 +308,8 @@ pub enum RingFrame {
         len: usize,
         /// The kernel left the TCP/UDP checksum partial and it was completed.
         checksum_completed: bool,
+        /// A TCP super-frame (see [`RxMeta::gso`]).
+        gso: Option<TcpGso>,
     },
     /// A frame bigger than a ring slot: only its first bytes were kept, so it is not
     /// forwarded (its real length).
@@ -291,6 +327,8 @@ pub struct RxRing {
     frame_size: usize,
     frame_nr: usize,
     head: usize,
+    /// Each slot holds a `struct virtio_net_hdr` right before the frame.
+    vnet: bool,
 }
 
 // SAFETY: the mapping is owned by this value (unmapped on drop) and only accessed through
@@ -345,7 +383,7 @@ impl RxRing {
                     sll.sll_pkttype,
                 )
             };
-            let ok = mac + snaplen <= self.frame_size;
+            let ok = mac + snaplen <= self.frame_size && (!self.vnet || mac >= VNET_HDR_LEN);
             let r = if pkttype == PACKET_OUTGOING || !ok {
                 None
             } else if snaplen < len {
@@ -359,13 +397,30 @@ impl RxRing {
                         snaplen,
                     )
                 });
-                let partial = status & TP_STATUS_CSUMNOTREADY != 0;
+                let vnet = if self.vnet {
+                    // SAFETY: the header lies in the slot right before the frame (checked
+                    // above: mac >= VNET_HDR_LEN).
+                    VnetHdr::from_bytes(unsafe {
+                        std::slice::from_raw_parts(
+                            self.map
+                                .add(self.head * self.frame_size + mac - VNET_HDR_LEN),
+                            VNET_HDR_LEN,
+                        )
+                    })
+                } else {
+                    VnetHdr::default()
+                };
+                let gso = vnet.tcp_gso();
+                let partial = gso.is_none()
+                    && (status & TP_STATUS_CSUMNOTREADY != 0
+                        || vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0);
                 if partial {
                     complete_checksum(buf);
                 }
                 Some(RingFrame::Frame {
                     len: snaplen,
                     checksum_completed: partial,
+                    gso,
                 })
             };
             st.store(TP_STATUS_KERNEL, std::sync::atomic::Ordering::Release);
@@ -447,36 +502,53 @@ impl PacketSocket {
             frame_size: slot,
             frame_nr: block_nr * per_block,
             head: 0,
+            vnet: self.vnet,
         })
     }
 
     /// Sends `frames` out of the bound interface with as few `sendmmsg` calls as the queue
     /// allows, waiting briefly for room when it is full. Returns how many were sent and how
-    /// many failed, with the last error.
-    pub fn send_many(&self, frames: &[&[u8]]) -> (usize, usize, Option<io::Error>) {
+    /// many failed, with the last error. On a socket with [`PacketSocket::enable_vnet_hdr`]
+    /// frame `k` goes with `vnet[k]` (an empty header when `vnet` is shorter: an ordinary
+    /// frame); elsewhere `vnet` is ignored.
+    pub fn send_many(
+        &self,
+        frames: &[&[u8]],
+        vnet: &[VnetHdr],
+    ) -> (usize, usize, Option<io::Error>) {
         const MAX: usize = 64;
         let mut sent = 0;
         let mut failed = 0;
         let mut last_err = None;
         let mut waits = 0;
-        let mut iovs: [libc::iovec; MAX] = [libc::iovec {
+        let mut iovs: [[libc::iovec; 2]; MAX] = [[libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
-        }; MAX];
+        }; 2]; MAX];
+        let mut hdrs = [[0u8; VNET_HDR_LEN]; MAX];
+        let first = usize::from(!self.vnet);
         // SAFETY: an all-zero mmsghdr is a valid value (null pointers, zero lengths).
         let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
         while sent + failed < frames.len() {
             let at = sent + failed;
             let n = (frames.len() - at).min(MAX);
             for k in 0..n {
-                iovs[k] = libc::iovec {
-                    iov_base: frames[at + k].as_ptr() as *mut libc::c_void,
-                    iov_len: frames[at + k].len(),
-                };
-                // SAFETY: zeroed msghdr is valid; the iovec it points at lives in `iovs`.
+                hdrs[k] = vnet.get(at + k).copied().unwrap_or_default().to_bytes();
+                iovs[k] = [
+                    libc::iovec {
+                        iov_base: hdrs[k].as_mut_ptr().cast(),
+                        iov_len: VNET_HDR_LEN,
+                    },
+                    libc::iovec {
+                        iov_base: frames[at + k].as_ptr() as *mut libc::c_void,
+                        iov_len: frames[at + k].len(),
+                    },
+                ];
+                // SAFETY: zeroed msghdr is valid; the iovecs it points at live in `iovs`
+                // (and the header in `hdrs`).
                 msgs[k].msg_hdr = unsafe { std::mem::zeroed() };
-                msgs[k].msg_hdr.msg_iov = &mut iovs[k];
-                msgs[k].msg_hdr.msg_iovlen = 1;
+                msgs[k].msg_hdr.msg_iov = iovs[k][first..].as_mut_ptr();
+                msgs[k].msg_hdr.msg_iovlen = 2 - first;
             }
             // SAFETY: msgs[..n] are initialised and point at live frames.
             let rc = unsafe {
@@ -519,6 +591,135 @@ impl PacketSocket {
             }
         }
         (sent, failed, last_err)
+    }
+}
+
+impl PacketSocket {
+    /// Receives up to `bufs.len()` frames with one `recvmmsg` into `bufs` (each emptied and
+    /// given room for `max` bytes; the frame's bytes on return), their metadata into
+    /// `metas` (cleared first); how many. Frames this host sent, truncated ones (bigger
+    /// than `max`) and headerless ones are left out; partial checksums are completed as in
+    /// [`PacketSocket::recv`]. For sockets whose frames vary from 60 bytes to 64 KiB (a
+    /// workload's TSO), where a ring's fixed slots would hold few frames.
+    pub fn recv_many(&self, bufs: &mut [Vec<u8>], max: usize, metas: &mut Vec<RxMeta>) -> usize {
+        const MAX: usize = 64;
+        metas.clear();
+        let n = bufs.len().min(MAX);
+        let mut hdrs = [[0u8; VNET_HDR_LEN]; MAX];
+        let mut iovs = [[libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 2]; MAX];
+        // SAFETY: all-zero sockaddr_ll / mmsghdr are valid values.
+        let mut slls: [libc::sockaddr_ll; MAX] = unsafe { std::mem::zeroed() };
+        let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+        let first = usize::from(!self.vnet);
+        for k in 0..n {
+            bufs[k].clear();
+            bufs[k].reserve(max);
+            iovs[k] = [
+                libc::iovec {
+                    iov_base: hdrs[k].as_mut_ptr().cast(),
+                    iov_len: VNET_HDR_LEN,
+                },
+                libc::iovec {
+                    iov_base: bufs[k].as_mut_ptr().cast(),
+                    iov_len: max,
+                },
+            ];
+            msgs[k].msg_hdr.msg_iov = iovs[k][first..].as_mut_ptr();
+            msgs[k].msg_hdr.msg_iovlen = 2 - first;
+            msgs[k].msg_hdr.msg_name = (&mut slls[k] as *mut libc::sockaddr_ll).cast();
+            msgs[k].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        }
+        // SAFETY: msgs[..n] point at live iovecs, headers, addresses and buffers with room
+        // for `max` bytes each.
+        let got = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
+        if got <= 0 {
+            return 0;
+        }
+        let mut kept = 0;
+        for k in 0..got as usize {
+            let len = msgs[k].msg_len as usize;
+            let hdr_len = if self.vnet { VNET_HDR_LEN } else { 0 };
+            if slls[k].sll_pkttype == PACKET_OUTGOING
+                || len < hdr_len
+                || len - hdr_len > max
+                || msgs[k].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+            {
+                continue;
+            }
+            let len = len - hdr_len;
+            // SAFETY: the kernel wrote `len` bytes into the buffer's reserved room.
+            unsafe { bufs[k].set_len(len) };
+            let vnet = if self.vnet {
+                VnetHdr::from_bytes(&hdrs[k])
+            } else {
+                VnetHdr::default()
+            };
+            let gso = vnet.tcp_gso();
+            let partial = gso.is_none() && vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+            if partial {
+                complete_checksum(&mut bufs[k]);
+            }
+            bufs.swap(kept, k);
+            metas.push(RxMeta {
+                len,
+                ifindex: slls[k].sll_ifindex,
+                checksum_completed: partial,
+                gso,
+            });
+            kept += 1;
+        }
+        kept
+    }
+}
+
+/// `PACKET_VNET_HDR` (linux/if_packet.h).
+const PACKET_VNET_HDR: libc::c_int = 15;
+
+impl PacketSocket {
+    /// Puts a `struct virtio_net_hdr` before every frame read and written, as a virtio NIC
+    /// exchanges them with its host: what arrives keeps the kernel's offload state (a TCP
+    /// super-frame of up to 64 KiB and its segment size, a checksum left partial), and what
+    /// is written can be such a super-frame for the receiving kernel to take whole. Before
+    /// [`PacketSocket::rx_ring`] (the ring's slots then hold the header too).
+    ///
+    /// # Errors
+    /// The system call's (`EBUSY` once a ring is set up).
+    pub fn enable_vnet_hdr(&mut self) -> io::Result<()> {
+        setsockopt(self.fd.as_raw_fd(), SOL_PACKET, PACKET_VNET_HDR, 1)?;
+        self.vnet = true;
+        Ok(())
+    }
+
+    /// Sets the receive buffer to `bytes`, past `net.core.rmem_max` (`SO_RCVBUFFORCE`,
+    /// CAP_NET_ADMIN; otherwise as much as `SO_RCVBUF` allows).
+    pub fn force_rcvbuf(&self, bytes: usize) {
+        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        if setsockopt(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            v,
+        )
+        .is_err()
+        {
+            let _ = setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, v);
+        }
+    }
+
+    /// Whether frames go with a `struct virtio_net_hdr` ([`PacketSocket::enable_vnet_hdr`]).
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet
     }
 }
 
@@ -625,6 +826,486 @@ pub fn complete_checksum(frame: &mut [u8]) {
     frame[l4 + off..l4 + off + 2].copy_from_slice(&c.to_be_bytes());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Offloads: the virtio_net_hdr, TCP segmentation (what a NIC's TSO does) and coalescing (what
+// GRO does before a host's stack).
+
+/// Bytes of `struct virtio_net_hdr`.
+pub const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is partial.
+pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`.
+pub const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_ECN`: the super-frame's first segment carries CWR.
+pub const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
+/// Largest IPv4 packet.
+const IP_MAX: usize = 65_535;
+
+/// `struct virtio_net_hdr`, in the host's byte order (AF_PACKET's legacy virtio layout).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// `VIRTIO_NET_HDR_F_*`.
+    pub flags: u8,
+    /// `VIRTIO_NET_HDR_GSO_*`.
+    pub gso_type: u8,
+    /// Bytes of headers before the payload (a hint).
+    pub hdr_len: u16,
+    /// Payload bytes per segment.
+    pub gso_size: u16,
+    /// Where the partial checksum's coverage starts (from the frame's first byte).
+    pub csum_start: u16,
+    /// Where in that coverage the checksum field is.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    /// Reads a header from its first [`VNET_HDR_LEN`] bytes (zeros when `b` is shorter).
+    pub fn from_bytes(b: &[u8]) -> VnetHdr {
+        let Some(b) = b.get(..VNET_HDR_LEN) else {
+            return VnetHdr::default();
+        };
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+
+    /// The header's bytes.
+    pub fn to_bytes(self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
+
+    /// The TCP segmentation a received frame asks for; `None` for an ordinary frame (and
+    /// for GSO types other than TCP over IPv4, which the kernel does not hand to AF_PACKET).
+    pub fn tcp_gso(&self) -> Option<TcpGso> {
+        (self.gso_type & !VIRTIO_NET_HDR_GSO_ECN == VIRTIO_NET_HDR_GSO_TCPV4 && self.gso_size > 0)
+            .then_some(TcpGso {
+                mss: self.gso_size,
+                ecn: self.gso_type & VIRTIO_NET_HDR_GSO_ECN != 0,
+            })
+    }
+}
+
+/// How a TCP super-frame is cut: payload bytes per segment, and whether ECN's CWR flag
+/// belongs to the first segment only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpGso {
+    /// Payload bytes per segment (the connection's MSS).
+    pub mss: u16,
+    /// `VIRTIO_NET_HDR_GSO_ECN`.
+    pub ecn: bool,
+}
+
+/// Where the TCP segment of a frame lies: directly in the frame, or inside one of the
+/// vrouter's tunnels (MPLS over UDP, VXLAN, MPLS over GRE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpLayers {
+    /// Offset of the tunnel's outer IPv4 header (`None`: not tunnelled).
+    pub outer_ip: Option<usize>,
+    /// Offset of the tunnel's outer UDP header (MPLSoUDP, VXLAN).
+    pub outer_udp: Option<usize>,
+    /// Offset of the IPv4 header that carries the TCP segment.
+    pub ip: usize,
+    /// Offset of the TCP header.
+    pub tcp: usize,
+    /// Offset of the TCP payload.
+    pub payload: usize,
+    /// End of the IPv4 packet that carries the TCP segment.
+    pub end: usize,
+}
+
+fn be16(f: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]))
+}
+
+/// An unfragmented IPv4 header at `at`: (header length, protocol, end of the packet).
+fn ipv4_at(f: &[u8], at: usize) -> Option<(usize, u8, usize)> {
+    let v = *f.get(at)?;
+    let ihl = usize::from(v & 0x0f) * 4;
+    let end = at + usize::from(be16(f, at + 2)?);
+    if v >> 4 != 4 || ihl < 20 || end > f.len() || end < at + ihl {
+        return None;
+    }
+    // MF or a fragment offset: the TCP header is elsewhere.
+    if be16(f, at + 6)? & 0x3fff != 0 {
+        return None;
+    }
+    Some((ihl, f[at + 9], end))
+}
+
+/// The end of an MPLS label stack starting at `at`.
+fn mpls_end(f: &[u8], mut at: usize) -> Option<usize> {
+    for _ in 0..8 {
+        let bos = f.get(at + 2)? & 1 != 0;
+        at += 4;
+        if bos {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Finds the TCP segment of an Ethernet/IPv4 frame, through the vrouter's encapsulations;
+/// `None` when the frame carries no (unfragmented) TCP segment.
+pub fn tcp_layers(f: &[u8]) -> Option<TcpLayers> {
+    if f.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let (ihl, proto, end) = ipv4_at(f, 14)?;
+    let l4 = 14 + ihl;
+    let (outer_ip, outer_udp, ip) = match proto {
+        6 => (None, None, 14),
+        17 => {
+            let inner = match be16(f, l4 + 2)? {
+                harness_vrouter_sim::wire::encap::MPLS_UDP_PORT
+                | harness_vrouter_sim::wire::encap::MPLS_UDP_LEGACY_PORT => mpls_end(f, l4 + 8)?,
+                harness_vrouter_sim::wire::vxlan::UDP_PORT => {
+                    let eth = l4 + 16;
+                    if f.get(eth + 12..eth + 14)? != [0x08, 0x00] {
+                        return None;
+                    }
+                    eth + 14
+                }
+                _ => return None,
+            };
+            (Some(14), Some(l4), inner)
+        }
+        47 => {
+            let flags = be16(f, l4)?;
+            if be16(f, l4 + 2)? != 0x8847 || flags & 0x0007 != 0 {
+                return None;
+            }
+            // Checksum (C), key (K) and sequence number (S) fields, 4 bytes each.
+            let opt = [0x8000u16, 0x2000, 0x1000]
+                .iter()
+                .filter(|b| flags & **b != 0)
+                .count();
+            (Some(14), None, mpls_end(f, l4 + 4 + 4 * opt)?)
+        }
+        _ => return None,
+    };
+    let (ihl, proto, end) = if outer_ip.is_some() {
+        let (i, p, e) = ipv4_at(f, ip)?;
+        if e > end {
+            return None;
+        }
+        (i, p, e)
+    } else {
+        (ihl, proto, end)
+    };
+    if proto != 6 {
+        return None;
+    }
+    let tcp = ip + ihl;
+    let doff = usize::from(*f.get(tcp + 12)? >> 4) * 4;
+    if doff < 20 || tcp + doff > end {
+        return None;
+    }
+    Some(TcpLayers {
+        outer_ip,
+        outer_udp,
+        ip,
+        tcp,
+        payload: tcp + doff,
+        end,
+    })
+}
+
+/// Ones'-complement sum of `b` (big-endian 16-bit words, an odd last byte padded), added
+/// to `acc` — 32-bit words into a 64-bit accumulator, folded by [`fold16`].
+fn sum_words(mut acc: u64, b: &[u8]) -> u64 {
+    let mut c = b.chunks_exact(8);
+    for w in &mut c {
+        let v = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        acc += (v >> 32) + (v & 0xffff_ffff);
+    }
+    let mut r = c.remainder().chunks_exact(2);
+    for w in &mut r {
+        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [last] = r.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+/// Folds a sum to 16 bits (not complemented).
+fn fold16(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The IPv4 pseudo-header sum for a transport segment of `len` bytes.
+fn pseudo(f: &[u8], ip: usize, proto: u8, len: usize) -> u64 {
+    sum_words(0, &f[ip + 12..ip + 20]) + u64::from(proto) + len as u64
+}
+
+fn put16(f: &mut [u8], at: usize, v: u16) {
+    f[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+fn ip_header_checksum(f: &mut [u8], ip: usize) {
+    let ihl = usize::from(f[ip] & 0x0f) * 4;
+    put16(f, ip + 10, 0);
+    let c = !fold16(sum_words(0, &f[ip..ip + ihl]));
+    put16(f, ip + 10, c);
+}
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
+const TCP_ACK: u8 = 0x10;
+const TCP_URG: u8 = 0x20;
+const TCP_CWR: u8 = 0x80;
+
+/// Cuts the TCP super-frame `f` (laid out as `l`) into frames of at most `gso.mss` payload
+/// bytes, what a NIC's TSO puts on the wire: each segment gets its sequence number, IPv4
+/// lengths and identification, header checksums and a complete TCP checksum; FIN and PSH
+/// stay with the last segment, CWR with the first. In a tunnel the outer IPv4 and UDP
+/// headers are rewritten the same way; the outer UDP checksum (when in use) comes from the
+/// headers alone, because a TCP segment with its checksum sums to the complement of its
+/// pseudo-header. The TCP checksum of `f` may be anything (partial, full, stale). Each
+/// segment is built in a buffer from `buf` and handed to `out`.
+pub fn segment_tcp(
+    f: &[u8],
+    l: &TcpLayers,
+    gso: TcpGso,
+    mut buf: impl FnMut() -> Vec<u8>,
+    mut out: impl FnMut(Vec<u8>),
+) {
+    let mss = usize::from(gso.mss.max(1));
+    let payload = &f[l.payload..l.end];
+    let head = &f[..l.payload];
+    let seq0 = u32::from_be_bytes([f[l.tcp + 4], f[l.tcp + 5], f[l.tcp + 6], f[l.tcp + 7]]);
+    let id0 = be16(f, l.ip + 4).unwrap_or(0);
+    let outer_id0 = l.outer_ip.and_then(|o| be16(f, o + 4)).unwrap_or(0);
+    let n = payload.len().div_ceil(mss).max(1);
+    for (i, chunk) in payload
+        .chunks(mss)
+        .chain((n == 1 && payload.is_empty()).then_some(&[][..]))
+        .enumerate()
+    {
+        let mut s = buf();
+        s.clear();
+        s.extend_from_slice(head);
+        s.extend_from_slice(chunk);
+        let seg_end = s.len();
+        // The carrying IPv4 header.
+        put16(&mut s, l.ip + 2, (seg_end - l.ip) as u16);
+        put16(&mut s, l.ip + 4, id0.wrapping_add(i as u16));
+        ip_header_checksum(&mut s, l.ip);
+        // TCP: sequence, flags, checksum.
+        let seq = seq0.wrapping_add((i * mss) as u32);
+        s[l.tcp + 4..l.tcp + 8].copy_from_slice(&seq.to_be_bytes());
+        if i + 1 < n {
+            s[l.tcp + 13] &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            s[l.tcp + 13] &= !TCP_CWR;
+        }
+        put16(&mut s, l.tcp + 16, 0);
+        let ph = pseudo(&s, l.ip, 6, seg_end - l.tcp);
+        let c = !fold16(sum_words(ph, &s[l.tcp..seg_end]));
+        put16(&mut s, l.tcp + 16, c);
+        // The tunnel's outer headers.
+        if let Some(o) = l.outer_ip {
+            put16(&mut s, o + 2, (seg_end - o) as u16);
+            put16(&mut s, o + 4, outer_id0.wrapping_add(i as u16));
+            ip_header_checksum(&mut s, o);
+            if let Some(u) = l.outer_udp {
+                let ulen = seg_end - u;
+                put16(&mut s, u + 4, ulen as u16);
+                if be16(&s, u + 6) != Some(0) {
+                    put16(&mut s, u + 6, 0);
+                    let ph = pseudo(&s, o, 17, ulen);
+                    let sum = if (l.tcp - u).is_multiple_of(2) {
+                        // The TCP segment sums to !fold(its pseudo-header).
+                        let inner = u64::from(!fold16(pseudo(&s, l.ip, 6, seg_end - l.tcp)));
+                        sum_words(ph + inner, &s[u..l.tcp])
+                    } else {
+                        sum_words(ph, &s[u..seg_end])
+                    };
+                    let c = match !fold16(sum) {
+                        0 => 0xffff,
+                        c => c,
+                    };
+                    put16(&mut s, u + 6, c);
+                }
+            }
+        }
+        out(s);
+    }
+}
+
+/// Prepares the plain (not tunnelled) TCP super-frame `f` to be handed to a kernel whole,
+/// as a NIC with GRO would: the TCP checksum field gets the pseudo-header sum the kernel
+/// treats as `CHECKSUM_PARTIAL`, and the returned header says how to segment it. A frame
+/// whose payload fits one segment gets a complete checksum and an empty header instead.
+/// `None` for a tunnelled frame (the kernel cannot be told about the tunnel).
+pub fn gso_header(f: &mut [u8], l: &TcpLayers, gso: TcpGso) -> Option<VnetHdr> {
+    if l.outer_ip.is_some() {
+        return None;
+    }
+    let tcp_len = l.end - l.tcp;
+    put16(f, l.tcp + 16, 0);
+    let ph = pseudo(f, l.ip, 6, tcp_len);
+    if l.end - l.payload <= usize::from(gso.mss) {
+        let c = !fold16(sum_words(ph, &f[l.tcp..l.end]));
+        put16(f, l.tcp + 16, c);
+        return Some(VnetHdr::default());
+    }
+    put16(f, l.tcp + 16, fold16(ph));
+    Some(VnetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | if gso.ecn { VIRTIO_NET_HDR_GSO_ECN } else { 0 },
+        hdr_len: l.payload as u16,
+        gso_size: gso.mss,
+        csum_start: l.tcp as u16,
+        csum_offset: 16,
+    })
+}
+
+/// A run of TCP segments being joined by [`Coalescer`].
+struct Run {
+    frame: Vec<u8>,
+    l: TcpLayers,
+    mss: usize,
+    next_seq: u32,
+    segments: usize,
+}
+
+/// Joins runs of consecutive, in-order TCP segments of one connection into super-frames,
+/// what GRO does before a host's stack hands them to TCP, with GRO's rules: plain IPv4
+/// (no options, same TTL, TOS and DF), the same ports, acknowledgement, window and TCP
+/// options, only ACK (PSH, which ends the run) among the flags, every segment but the
+/// last exactly as long as the first, a verified TCP checksum, and at most one IPv4
+/// packet's worth. Anything else passes through unchanged, in order.
+#[derive(Default)]
+pub struct Coalescer {
+    run: Option<Run>,
+    /// Frames merged into super-frames so far.
+    pub merged: u64,
+}
+
+impl Coalescer {
+    /// Offers the next frame; what is ready (in order) goes to `out` as (frame, header).
+    /// A frame that joins the current run is kept; `recycle` gets its emptied buffer.
+    pub fn push(
+        &mut self,
+        f: Vec<u8>,
+        out: &mut impl FnMut(Vec<u8>, VnetHdr),
+        recycle: &mut impl FnMut(Vec<u8>),
+    ) {
+        let Some(l) = mergeable(&f) else {
+            self.flush(out);
+            out(f, VnetHdr::default());
+            return;
+        };
+        let seg = l.end - l.payload;
+        let seq = u32::from_be_bytes([f[l.tcp + 4], f[l.tcp + 5], f[l.tcp + 6], f[l.tcp + 7]]);
+        let psh = f[l.tcp + 13] & TCP_PSH != 0;
+        if let Some(r) = &mut self.run {
+            let rf = &r.frame;
+            let same = seq == r.next_seq
+                && seg <= r.mss
+                && l.payload - l.ip == r.l.payload - r.l.ip
+                && r.l.end - r.l.ip + seg <= IP_MAX
+                // addresses; TTL, protocol; TOS; DF
+                && f[l.ip + 12..l.ip + 20] == rf[r.l.ip + 12..r.l.ip + 20]
+                && f[l.ip + 8..l.ip + 10] == rf[r.l.ip + 8..r.l.ip + 10]
+                && f[l.ip + 1] == rf[r.l.ip + 1]
+                && f[l.ip + 6] & 0x40 == rf[r.l.ip + 6] & 0x40
+                // ports; acknowledgement; data offset, flags but PSH, window; options
+                && f[l.tcp..l.tcp + 4] == rf[r.l.tcp..r.l.tcp + 4]
+                && f[l.tcp + 8..l.tcp + 12] == rf[r.l.tcp + 8..r.l.tcp + 12]
+                && f[l.tcp + 12] == rf[r.l.tcp + 12]
+                && f[l.tcp + 13] & !TCP_PSH == rf[r.l.tcp + 13] & !TCP_PSH
+                && f[l.tcp + 14..l.tcp + 16] == rf[r.l.tcp + 14..r.l.tcp + 16]
+                && f[l.tcp + 20..l.payload] == rf[r.l.tcp + 20..r.l.payload];
+            if same {
+                r.frame.truncate(r.l.end);
+                r.frame.extend_from_slice(&f[l.payload..l.end]);
+                r.l.end += seg;
+                r.next_seq = r.next_seq.wrapping_add(seg as u32);
+                r.segments += 1;
+                if psh {
+                    let at = r.l.tcp + 13;
+                    r.frame[at] |= TCP_PSH;
+                }
+                let full = seg < r.mss || psh;
+                recycle(f);
+                if full {
+                    self.flush(out);
+                }
+                return;
+            }
+            self.flush(out);
+        }
+        if psh {
+            out(f, VnetHdr::default());
+            return;
+        }
+        self.run = Some(Run {
+            l,
+            mss: seg,
+            next_seq: seq.wrapping_add(seg as u32),
+            segments: 1,
+            frame: f,
+        });
+    }
+
+    /// Hands over the current run (a super-frame when it joined more than one segment).
+    pub fn flush(&mut self, out: &mut impl FnMut(Vec<u8>, VnetHdr)) {
+        let Some(mut r) = self.run.take() else {
+            return;
+        };
+        if r.segments == 1 {
+            out(r.frame, VnetHdr::default());
+            return;
+        }
+        self.merged += r.segments as u64;
+        r.frame.truncate(r.l.end);
+        put16(&mut r.frame, r.l.ip + 2, (r.l.end - r.l.ip) as u16);
+        ip_header_checksum(&mut r.frame, r.l.ip);
+        let gso = TcpGso {
+            mss: r.mss as u16,
+            ecn: false,
+        };
+        let h = gso_header(&mut r.frame, &r.l, gso).unwrap_or_default();
+        out(r.frame, h);
+    }
+}
+
+/// A plain TCP segment GRO would consider: IPv4 without options, ACK (and maybe PSH) only,
+/// some payload, a correct TCP checksum.
+fn mergeable(f: &[u8]) -> Option<TcpLayers> {
+    let l = tcp_layers(f)?;
+    if l.outer_ip.is_some() || l.tcp - l.ip != 20 || l.payload == l.end {
+        return None;
+    }
+    let flags = f[l.tcp + 13];
+    if flags & TCP_ACK == 0 || flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_CWR) != 0 {
+        return None;
+    }
+    let ph = pseudo(f, l.ip, 6, l.end - l.tcp);
+    (fold16(sum_words(ph, &f[l.tcp..l.end])) == 0xffff).then_some(l)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -652,6 +1333,223 @@ mod tests {
         complete_checksum(&mut bad);
         assert_eq!(bad, good);
         assert!(frame::checksums_ok(&bad));
+    }
+
+    use harness_scenario::Encapsulation;
+    use harness_vrouter_sim::wire::encap;
+
+    /// A TCP super-frame of `len` payload bytes with ACK|PSH (FIN too when `fin`), its
+    /// checksum left partial-looking (wrong), as a pod's kernel hands it over with TSO.
+    fn super_frame(len: usize, fin: bool) -> Vec<u8> {
+        let a = Addrs {
+            src_mac: [2; 6],
+            dst_mac: [4; 6],
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            ttl: 64,
+        };
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let flags = TcpFlags {
+            ack: true,
+            fin,
+            ..TcpFlags::default()
+        };
+        let mut f = frame::tcp(&a, 40000, 80, 0xffff_f000, 77, flags, &payload);
+        f[34 + 13] |= TCP_PSH;
+        f[34 + 16] ^= 0x5a;
+        f
+    }
+
+    fn seq(f: &[u8], l: &TcpLayers) -> u32 {
+        u32::from_be_bytes(f[l.tcp + 4..l.tcp + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn a_super_frame_is_cut_into_wire_segments_plain_and_in_every_tunnel() {
+        let big = super_frame(10_000, true);
+        let outer = encap::Outer {
+            addrs: Addrs {
+                src_mac: [6; 6],
+                dst_mac: [8; 6],
+                src: "192.168.0.11".parse().unwrap(),
+                dst: "192.168.0.12".parse().unwrap(),
+                ttl: 64,
+            },
+            entropy: 9,
+        };
+        let mut cases = vec![(None, big.clone())];
+        for kind in [
+            Encapsulation::MplsOverUdp,
+            Encapsulation::Vxlan,
+            Encapsulation::MplsOverGre,
+        ] {
+            cases.push((Some(kind), encap::encapsulate(kind, &outer, 17, &big)));
+        }
+        let l0 = tcp_layers(&big).unwrap();
+        for (kind, f) in cases {
+            let l = tcp_layers(&f).expect("a TCP segment inside");
+            assert_eq!(l.outer_ip.is_some(), kind.is_some());
+            assert_eq!(l.end - l.payload, 10_000);
+            let gso = TcpGso {
+                mss: 1448,
+                ecn: false,
+            };
+            let mut segs = Vec::new();
+            segment_tcp(&f, &l, gso, Vec::new, |s| segs.push(s));
+            assert_eq!(segs.len(), 7, "{kind:?}");
+            let mut data = Vec::new();
+            for (i, s) in segs.iter().enumerate() {
+                assert!(
+                    frame::checksums_ok(s),
+                    "{kind:?} segment {i}: outer/plain checksums"
+                );
+                let inner = match kind {
+                    None => s.clone(),
+                    Some(_) => {
+                        encap::decapsulate(s, ([4; 6], [2; 6]))
+                            .unwrap()
+                            .unwrap()
+                            .inner_frame
+                    }
+                };
+                assert!(
+                    frame::checksums_ok(&inner),
+                    "{kind:?} segment {i}: inner checksums"
+                );
+                let li = tcp_layers(&inner).unwrap();
+                assert!(li.end - li.ip <= 1500, "MTU-sized");
+                assert_eq!(
+                    seq(&inner, &li),
+                    seq(&big, &l0).wrapping_add(1448 * i as u32)
+                );
+                let flags = inner[li.tcp + 13];
+                let last = i + 1 == segs.len();
+                assert_eq!(
+                    flags & (TCP_FIN | TCP_PSH) != 0,
+                    last,
+                    "{kind:?} {i}: {flags:#x}"
+                );
+                assert_eq!(flags & TCP_ACK, TCP_ACK);
+                data.extend_from_slice(&inner[li.payload..li.end]);
+            }
+            assert_eq!(
+                data,
+                big[l0.payload..l0.end],
+                "{kind:?}: the payload, in order"
+            );
+        }
+    }
+
+    #[test]
+    fn segments_are_joined_back_into_the_super_frame_a_kernel_takes_whole() {
+        let big = super_frame(6_000, false);
+        let l = tcp_layers(&big).unwrap();
+        let gso = TcpGso {
+            mss: 1448,
+            ecn: false,
+        };
+        let mut segs = Vec::new();
+        segment_tcp(&big, &l, gso, Vec::new, |s| segs.push(s));
+        assert_eq!(segs.len(), 5);
+        let mut c = Coalescer::default();
+        let mut out = Vec::new();
+        let mut recycled = 0;
+        for s in segs.clone() {
+            c.push(s, &mut |f, h| out.push((f, h)), &mut |_| recycled += 1);
+        }
+        c.flush(&mut |f, h| out.push((f, h)));
+        assert_eq!(
+            out.len(),
+            1,
+            "one super-frame (the PSH on the last ends the run)"
+        );
+        assert_eq!((recycled, c.merged), (4, 5));
+        let (mut joined, h) = out.pop().unwrap();
+        assert_eq!(h.tcp_gso(), Some(gso));
+        assert_eq!(
+            (h.flags, h.csum_start, h.csum_offset),
+            (VIRTIO_NET_HDR_F_NEEDS_CSUM, 34, 16)
+        );
+        // Cut again by the receiving kernel, it gives the same segments.
+        let lj = tcp_layers(&joined).unwrap();
+        let mut again = Vec::new();
+        segment_tcp(&joined, &lj, h.tcp_gso().unwrap(), Vec::new, |s| {
+            again.push(s)
+        });
+        assert_eq!(again, segs);
+        // Its partial checksum completes to the right one.
+        complete_checksum(&mut joined);
+        assert!(frame::checksums_ok(&joined));
+        assert_eq!(joined[lj.payload..lj.end], big[l.payload..l.end]);
+    }
+
+    #[test]
+    fn what_gro_would_not_join_passes_through_in_order() {
+        let big = super_frame(4_000, false);
+        let l = tcp_layers(&big).unwrap();
+        let mut segs = Vec::new();
+        segment_tcp(
+            &big,
+            &l,
+            TcpGso {
+                mss: 1000,
+                ecn: false,
+            },
+            Vec::new,
+            |s| segs.push(s),
+        );
+        assert_eq!(segs.len(), 4);
+        // A corrupted checksum in the middle, a segment out of order at the end.
+        segs[1][100] ^= 1;
+        segs.swap(2, 3);
+        let mut c = Coalescer::default();
+        let mut out = Vec::new();
+        for s in segs.clone() {
+            c.push(s, &mut |f, h| out.push((f, h)), &mut |_| {});
+        }
+        c.flush(&mut |f, h| out.push((f, h)));
+        let frames: Vec<Vec<u8>> = out.iter().map(|(f, _)| f.clone()).collect();
+        assert_eq!(frames, segs, "nothing joined, nothing reordered");
+        assert!(out.iter().all(|(_, h)| *h == VnetHdr::default()));
+        assert_eq!(c.merged, 0);
+    }
+
+    #[test]
+    fn virtio_net_headers_round_trip_and_say_what_to_segment() {
+        let h = VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        assert_eq!(VnetHdr::from_bytes(&h.to_bytes()), h);
+        assert_eq!(
+            h.tcp_gso(),
+            Some(TcpGso {
+                mss: 1448,
+                ecn: true
+            })
+        );
+        assert_eq!(VnetHdr::default().tcp_gso(), None);
+        let udp = VnetHdr {
+            gso_type: 5,
+            gso_size: 1400,
+            ..h
+        };
+        assert_eq!(udp.tcp_gso(), None, "UDP GSO is not TCP segmentation");
+        assert_eq!(VnetHdr::from_bytes(&[1, 2]), VnetHdr::default());
+        // Garbage and non-TCP frames have no TCP layers (and never panic).
+        for f in [vec![], vec![0xffu8; 80], vec![0u8; 14]] {
+            assert!(tcp_layers(&f).is_none());
+        }
+        let mut cut = super_frame(3000, false);
+        cut.truncate(100);
+        assert!(
+            tcp_layers(&cut).is_none(),
+            "IPv4 total length beyond the frame"
+        );
     }
 
     #[test]

@@ -1,21 +1,21 @@
 //! Pods in namespaces, kept in step with the model: [`NetnsDataplane::sync`] compares the
 //! endpoints the model [`Dataplane`] has placed on nodes with the pods wired so far, wires
 //! the new ones (namespace, veth pair with the Contrail MAC and instance IP, default route via
-//! the network gateway, the tap handed to the node's running vrouter, servers on the declared
-//! ports) and unwires the ones that are gone or changed (a pod re-created under the same name
+//! the network gateway, the tap handed to the node's running vrouter, the probe agent on the
+//! declared ports) and unwires the ones that are gone or changed (a pod re-created under the same name
 //! gets a new VMI, MAC or address: it is unwired and wired afresh). The routes a fabric's
 //! routers would carry to ip-fabric-forwarded pods are updated on the fabric hosts, and the
 //! set of addresses probes may go to is recomputed (new floating IPs, service VIPs).
+//! Service-chain instances are wired the same way by [`crate::service`].
 //!
 //! The runner applies manifests step by step; `probe_batch` syncs before probing, so a pod a
 //! later step created is wired before anything probes it, and nothing else has to be called.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
 
+use harness_agent::ServerHandle;
 use harness_vrouter_sim::io::PortInfo;
 use harness_vrouter_sim::{Dataplane, ServedPort};
 
@@ -29,8 +29,8 @@ pub(crate) struct PodNs {
     pub itf: PortInfo,
     pub tap: String,
     pub ports: Vec<ServedPort>,
-    stop: Arc<AtomicBool>,
-    server: Option<JoinHandle<Result<(), NetnsError>>>,
+    /// The probe agent serving the pod's declared ports (started last when wiring).
+    server: Option<ServerHandle>,
 }
 
 /// The pods wired now and what the last sync derived from the model.
@@ -43,6 +43,8 @@ pub(crate) struct Pods {
     pub skipped: Vec<(String, String)>,
     /// Routes the fabric hosts carry to ip-fabric-forwarded pods: (pod, node vhost).
     pub fabric_pod_routes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Service instances wired as forwarding namespaces ([`crate::service`]).
+    pub services: crate::service::Services,
     /// Pod namespaces are numbered once per run and never reused, so a pod being deleted
     /// and one being created never race for a name.
     next_index: usize,
@@ -56,14 +58,11 @@ impl Pods {
             .map(|p| p.ns.clone())
     }
 
-    /// Tells every pod server to stop and hands over their threads (for cleanup to join).
-    pub fn take_servers(&mut self) -> Vec<JoinHandle<Result<(), NetnsError>>> {
+    /// Hands over every pod's probe agent (for cleanup to shut down).
+    pub fn take_servers(&mut self) -> Vec<ServerHandle> {
         self.pods
             .iter_mut()
-            .filter_map(|p| {
-                p.stop.store(true, Ordering::SeqCst);
-                p.server.take()
-            })
+            .filter_map(|p| p.server.take())
             .collect()
     }
 }
@@ -71,9 +70,10 @@ impl Pods {
 /// What one [`NetnsDataplane::sync`] changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
-    /// Pods wired (`ns/name`).
+    /// Pods (`ns/name`) and service instances (the chain's name) wired.
     pub wired: Vec<String>,
-    /// Pods unwired: deleted from the model, or changed and wired afresh (then in both).
+    /// Pods and service instances unwired: deleted from the model, or changed and wired
+    /// afresh (then in both).
     pub unwired: Vec<String>,
     /// Fabric-host routes to ip-fabric-forwarded pods added, changed or removed.
     pub routes_changed: usize,
@@ -97,6 +97,7 @@ struct Wanted {
 /// What the model wants now.
 struct Desired {
     pods: Vec<Wanted>,
+    services: Vec<crate::service::WantedService>,
     skipped: Vec<(String, String)>,
     allowed: HashSet<Ipv4Addr>,
     fabric_pod_routes: Vec<(Ipv4Addr, Ipv4Addr)>,
@@ -107,14 +108,26 @@ fn desired(dp: &Dataplane, layout: &Layout) -> Desired {
     let ctl = dp.control();
     let ports = dp.ports();
     let mut pods = Vec::new();
+    let mut services = Vec::new();
     let mut skipped = Vec::new();
     for e in &topo.endpoints {
         let mine: Vec<&PortInfo> = ports
             .iter()
             .filter(|p| p.endpoint.as_deref() == Some(e.name.as_str()))
             .collect();
-        let why = if e.function.is_some() || mine.len() > 1 {
-            Some("service instances and multi-interface workloads are not wired in the netns dataplane yet".to_owned())
+        let why = if crate::service::is_service(e, ctl) {
+            match crate::service::wanted(e, &mine, ctl, layout) {
+                Ok(w) => {
+                    services.push(w);
+                    None
+                }
+                Err(why) => Some(why),
+            }
+        } else if mine.len() > 1 {
+            Some(format!(
+                "a workload with {} interfaces: the netns dataplane wires single-interface pods and service instances (left and right) only",
+                mine.len()
+            ))
         } else {
             match mine.first() {
                 None => Some("no interface placed on a node".to_owned()),
@@ -149,6 +162,7 @@ fn desired(dp: &Dataplane, layout: &Layout) -> Desired {
     allowed.insert(topo.gateway.ip);
     Desired {
         pods,
+        services,
         skipped,
         allowed,
         fabric_pod_routes: dp.fabric_pod_routes(),
@@ -213,6 +227,7 @@ impl NetnsDataplane {
             report.wired = new.iter().map(|w| w.endpoint.clone()).collect();
             self.wire(&mut pods, new)?;
         }
+        self.sync_services(&mut pods, &want.services, &mut report)?;
         report.routes_changed =
             self.fabric_routes(&pods.fabric_pod_routes, &want.fabric_pod_routes)?;
         pods.fabric_pod_routes = want.fabric_pod_routes;
@@ -227,14 +242,14 @@ impl NetnsDataplane {
         let mut first_err = None;
         let mut names = Vec::new();
         for mut p in gone {
-            p.stop.store(true, Ordering::SeqCst);
+            // The agent first: its sockets close before the namespace goes.
+            if let Some(s) = p.server.take() {
+                s.shutdown();
+            }
             if let Some(h) = self.vrouters.get(&p.itf.node)
                 && let Err(e) = h.remove_tap(&p.itf.vmi)
             {
                 first_err.get_or_insert(e);
-            }
-            if let Some(s) = p.server.take() {
-                let _ = s.join();
             }
             names.push(p.ns);
         }
@@ -253,6 +268,12 @@ impl NetnsDataplane {
                 .or_default()
                 .insert(p.tap.clone());
         }
+        for (node, tap) in pods.services.taps() {
+            taken
+                .entry(node.to_owned())
+                .or_default()
+                .insert(tap.to_owned());
+        }
         let mut fresh: Vec<PodNs> = Vec::with_capacity(new.len());
         for w in new {
             pods.next_index += 1;
@@ -268,7 +289,6 @@ impl NetnsDataplane {
                 itf: w.itf,
                 tap,
                 ports: w.ports,
-                stop: Arc::new(AtomicBool::new(false)),
                 server: None,
             });
         }
@@ -287,12 +307,11 @@ impl NetnsDataplane {
             Err(e) => {
                 // Take back whatever this attempt started; the next sync retries the pods.
                 for p in &mut fresh {
-                    p.stop.store(true, Ordering::SeqCst);
+                    if let Some(s) = p.server.take() {
+                        s.shutdown();
+                    }
                     if let Some(h) = self.vrouters.get(&p.itf.node) {
                         let _ = h.remove_tap(&p.itf.vmi);
-                    }
-                    if let Some(s) = p.server.take() {
-                        let _ = s.join();
                     }
                 }
                 if ip::delete_netns(&names).is_ok() {
@@ -383,17 +402,18 @@ impl NetnsDataplane {
         if let Some(e) = first_err {
             return Err(e);
         }
-        // 4. Offloads off where the pod's kernel transmits (see sys::offloads_off).
+        // 4. The pod's offloads: TSO with partial checksums, taken apart by the vrouter
+        //    (see sys::pod_offloads).
         spawn_all(
             names
                 .iter()
                 .map(|ns| {
-                    let f: Job = Box::new(|| sys::offloads_off("eth0"));
+                    let f: Job = Box::new(|| sys::pod_offloads("eth0"));
                     (ns.clone(), f)
                 })
                 .collect(),
         )?;
-        // 5. The node's vrouter takes the tap; then the pod's servers start.
+        // 5. The node's vrouter takes the tap; then the pod's probe agent starts.
         for p in fresh.iter() {
             let h = self
                 .vrouters
@@ -402,12 +422,7 @@ impl NetnsDataplane {
             h.add_tap(&p.tap, &p.itf.vmi)?;
         }
         for p in fresh.iter_mut() {
-            p.server = Some(probe::spawn_server(
-                &p.ns,
-                &p.endpoint,
-                p.ports.clone(),
-                vec![Arc::clone(&self.inner.stop), Arc::clone(&p.stop)],
-            )?);
+            p.server = Some(probe::serve_in(&p.ns, &p.endpoint, &p.ports)?);
         }
         Ok(())
     }

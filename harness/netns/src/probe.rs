@@ -1,16 +1,18 @@
-//! Real kernel sockets as probes: small servers inside the destination namespaces and a
-//! batch prober that runs many non-blocking connection attempts at once inside the source
-//! namespace, each on its own thread that entered that namespace (never an async worker).
+//! Real kernel sockets as probes, through the probe agent (`harness-agent`): every namespace
+//! with declared ports (pods, nodes, fabric hosts) runs [`harness_agent::serve_with`], and a
+//! probe batch runs [`harness_agent::probe_batch_in_flight`] — each on a dedicated OS thread
+//! that entered the namespace ([`crate::sys::spawn_in`]), never on an async worker. The
+//! agent's results are mapped onto [`NetVerdict`], with the backend named as the model
+//! dataplane names it.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use harness_agent::{
+    Identity, MAX_TIMEOUT_MS, ProbeRequest, ProbeResult, ProbeResultKind, ServeOptions,
+    ServedProtocol, ServerHandle,
+};
 use harness_scenario::Protocol;
 use harness_vrouter_sim::ServedPort;
 use socket2::{Domain, Socket, Type};
@@ -35,17 +37,28 @@ pub struct ProbeSpec {
 pub enum NetVerdict {
     /// Handshake completed (TCP, SCTP), a UDP reply or an echo reply arrived.
     Connected {
-        /// The answering server's identity (`backend=<name>`), when read.
+        /// The answering agent's identity as the model dataplane names the endpoint
+        /// (`x/a`, `node n1`, a fabric host's name), when it greeted; `None` for ICMP (an
+        /// echo reply names no server) and for a server that is not an agent.
         backend: Option<String>,
+        /// The source address the answering agent saw (after any SNAT on the way), from its
+        /// greeting.
+        source: Option<SocketAddrV4>,
     },
-    /// A host said no: TCP RST, ICMP port or protocol unreachable (ECONNREFUSED).
+    /// The destination said no: TCP RST, ICMP port or protocol unreachable, SCTP ABORT.
     Refused {
-        /// The error the kernel reported.
+        /// The agent's account of it.
+        detail: String,
+    },
+    /// A hop on the path said no: an ICMP host or network unreachable came back (or the
+    /// source's own namespace had no route or ARP answer). The agent's word is `refused`.
+    Unreachable {
+        /// The agent's account of it.
         detail: String,
     },
     /// No answer within the timeout.
     Timeout,
-    /// Anything else (host unreachable, a local error, ...).
+    /// Anything else: the probe could not be made (a local socket error).
     Other {
         /// What happened.
         detail: String,
@@ -60,11 +73,11 @@ pub enum NetVerdict {
 
 impl NetVerdict {
     /// `connected`, `refused`, `timeout`, `other` or `unsupported`: the probe agent's result
-    /// words.
+    /// words (a refusal on the path is `refused` too).
     pub fn word(&self) -> &'static str {
         match self {
             NetVerdict::Connected { .. } => "connected",
-            NetVerdict::Refused { .. } => "refused",
+            NetVerdict::Refused { .. } | NetVerdict::Unreachable { .. } => "refused",
             NetVerdict::Timeout => "timeout",
             NetVerdict::Other { .. } => "other",
             NetVerdict::Unsupported { .. } => "unsupported",
@@ -91,101 +104,91 @@ impl NetVerdict {
             Verdict::Inconclusive { .. } => "other",
         }
     }
+
+    /// The agent's result as a verdict: `protocol` is the probe's (an ICMP echo reply's
+    /// "backend" is an address, not an identity).
+    fn from_agent(r: ProbeResult, protocol: Protocol) -> NetVerdict {
+        match r.result {
+            ProbeResultKind::Connected => {
+                let source = match r.source_seen() {
+                    Some(SocketAddr::V4(a)) => Some(a),
+                    _ => None,
+                };
+                let backend = match protocol {
+                    Protocol::Icmp => None,
+                    _ => r.backend.as_deref().map(backend_name),
+                };
+                NetVerdict::Connected { backend, source }
+            }
+            ProbeResultKind::Refused if r.refused_on_the_path() => {
+                NetVerdict::Unreachable { detail: r.detail }
+            }
+            ProbeResultKind::Refused => NetVerdict::Refused { detail: r.detail },
+            ProbeResultKind::Timeout => NetVerdict::Timeout,
+            ProbeResultKind::Other => NetVerdict::Other { detail: r.detail },
+        }
+    }
 }
 
-fn identity_of(bytes: &[u8]) -> Option<String> {
-    let s = std::str::from_utf8(bytes).ok()?;
-    let i = s.find("backend=")?;
-    Some(s[i + 8..].trim_end().to_owned())
+/// How a node's agent introduces itself: an identity is one word, and the model names a
+/// node `node <name>`. No pod (`namespace/name`) or fabric host name contains a `:`.
+const NODE_IDENTITY_PREFIX: &str = "node:";
+
+/// The agent identity of a node.
+pub(crate) fn node_identity(node: &str) -> String {
+    format!("{NODE_IDENTITY_PREFIX}{node}")
 }
 
-/// Starts the servers of one namespace: a TCP listener and a UDP socket per served port
-/// (SCTP when the kernel has it), answering `backend=<identity>`. Returns once bound.
-pub(crate) fn spawn_server(
+/// The endpoint name the model dataplane (and so the runner) uses for the agent that greeted
+/// as `identity`.
+fn backend_name(identity: &str) -> String {
+    match identity.strip_prefix(NODE_IDENTITY_PREFIX) {
+        Some(node) => format!("node {node}"),
+        None => identity.to_owned(),
+    }
+}
+
+/// Starts the probe agent in namespace `ns`, answering as `identity` on `ports` (TCP, UDP,
+/// and SCTP when the kernel has it; ICMP echo is the kernel's own). The sockets are bound
+/// on a thread that entered `ns`; the agent answers on a thread of its own until the handle
+/// is shut down or dropped. Returns once every socket is bound.
+///
+/// # Errors
+/// `identity` is not a valid agent identity, `ns` cannot be entered, or a port cannot be
+/// bound (the message names the port and the namespace).
+pub(crate) fn serve_in(
     ns: &str,
     identity: &str,
-    ports: Vec<ServedPort>,
-    stops: Vec<Arc<AtomicBool>>,
-) -> Result<JoinHandle<Result<(), NetnsError>>, NetnsError> {
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-    let reply = format!("backend={identity}\n").into_bytes();
-    let ns_name = ns.to_owned();
-    let h = crate::sys::spawn_in(ns, format!("servers {identity}"), move || {
-        let mut listeners = Vec::new();
-        let mut udps = Vec::new();
-        for p in &ports {
-            let addr: SocketAddr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.port).into();
-            let r = match p.protocol {
-                Protocol::Tcp | Protocol::Sctp => {
-                    let proto = if p.protocol == Protocol::Sctp {
-                        sctp()
-                    } else {
-                        socket2::Protocol::TCP
-                    };
-                    match Socket::new(Domain::IPV4, Type::STREAM, Some(proto)) {
-                        // No SCTP in this kernel: its ports stay closed, probes say why.
-                        Err(e) if p.protocol == Protocol::Sctp && is_no_protocol(&e) => continue,
-                        r => r.and_then(|s| {
-                            s.set_reuse_address(true)?;
-                            s.bind(&addr.into())?;
-                            s.listen(1024)?;
-                            s.set_nonblocking(true)?;
-                            listeners.push(s);
-                            Ok(())
-                        }),
-                    }
-                }
-                Protocol::Udp => Socket::new(Domain::IPV4, Type::DGRAM, None).and_then(|s| {
-                    s.bind(&addr.into())?;
-                    s.set_nonblocking(true)?;
-                    udps.push(s);
-                    Ok(())
-                }),
-                Protocol::Icmp => Ok(()),
-            };
-            if let Err(e) = r {
-                let _ = ready_tx.send(Err(format!(
-                    "{:?} port {} in {ns_name}: {e}",
-                    p.protocol, p.port
-                )));
-                return;
-            }
-        }
-        let _ = ready_tx.send(Ok(()));
-        serve(&listeners, &udps, &reply, &stops);
+    ports: &[ServedPort],
+) -> Result<ServerHandle, NetnsError> {
+    let id: Identity = identity.parse().map_err(|e| {
+        NetnsError::Unsupported(format!(
+            "{identity:?} cannot answer probes as a probe agent: {e}"
+        ))
     })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(std::thread::spawn(move || {
-            h.join().map_err(|_| NetnsError::Io {
-                what: "a server thread panicked".into(),
-                source: io::Error::other("panic"),
-            })?
-        })),
-        Ok(Err(e)) => {
-            let _ = h.join();
-            Err(NetnsError::Io {
-                what: "binding a server".into(),
-                source: io::Error::other(e),
-            })
-        }
-        Err(_) => match h.join() {
-            Ok(Err(e)) => Err(e),
-            _ => Err(NetnsError::Io {
-                what: format!("the servers in {ns} stopped before binding"),
-                source: io::Error::other("server thread ended"),
-            }),
-        },
-    }
+    let served: Vec<harness_agent::ServedPort> = ports
+        .iter()
+        .filter_map(|p| {
+            let protocol = match p.protocol {
+                Protocol::Tcp => ServedProtocol::Tcp,
+                Protocol::Udp => ServedProtocol::Udp,
+                Protocol::Sctp => ServedProtocol::Sctp,
+                Protocol::Icmp => return None,
+            };
+            Some(harness_agent::ServedPort::new(protocol, p.port))
+        })
+        .collect();
+    let server = crate::sys::in_netns(ns, move || {
+        harness_agent::serve_with(&served, &id, &ServeOptions::default())
+    })?;
+    server.map_err(|e| NetnsError::Io {
+        what: format!("starting the probe agent of {identity} in {ns}"),
+        source: io::Error::other(e),
+    })
 }
 
 fn sctp() -> socket2::Protocol {
     socket2::Protocol::from(libc::IPPROTO_SCTP)
-}
-
-fn no_sctp(e: &io::Error) -> String {
-    format!(
-        "this kernel has no SCTP (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP): {e}): load the sctp module (modprobe sctp) to probe SCTP through the netns dataplane, or use --dataplane model"
-    )
 }
 
 /// Whether this machine's kernel can carry probes of `protocol`: `None` when it can, else why
@@ -194,252 +197,185 @@ fn no_sctp(e: &io::Error) -> String {
 pub fn unsupported_reason(protocol: Protocol) -> Option<String> {
     match protocol {
         Protocol::Sctp => match Socket::new(Domain::IPV4, Type::STREAM, Some(sctp())) {
-            Err(e) if is_no_protocol(&e) => Some(no_sctp(&e)),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT | libc::EAFNOSUPPORT)
+                ) =>
+            {
+                Some(format!(
+                    "this kernel has no SCTP (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP): {e}): load the sctp module (modprobe sctp) to probe SCTP through the netns dataplane, or use --dataplane model"
+                ))
+            }
             _ => None,
         },
         _ => None,
     }
 }
 
-fn is_no_protocol(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPROTONOSUPPORT) | Some(libc::ESOCKTNOSUPPORT) | Some(libc::EAFNOSUPPORT)
-    )
+/// The agent request for `spec`; the timeout in whole milliseconds within what the agent
+/// accepts.
+fn request(spec: &ProbeSpec) -> ProbeRequest {
+    let ms = u64::try_from(spec.timeout.as_millis()).unwrap_or(MAX_TIMEOUT_MS);
+    ProbeRequest::new(spec.to, spec.protocol, spec.port)
+        .with_timeout_ms(ms.clamp(1, MAX_TIMEOUT_MS))
 }
 
-/// Serves until any of `stops` is set (the run's, or the pod's own when it is unwired).
-fn serve(listeners: &[Socket], udps: &[Socket], reply: &[u8], stops: &[Arc<AtomicBool>]) {
-    let mut fds: Vec<libc::pollfd> = listeners
-        .iter()
-        .chain(udps)
-        .map(|s| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
-    while !stops.iter().any(|s| s.load(Ordering::Relaxed)) {
-        // SAFETY: fds is a live slice of pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
-        if n <= 0 {
-            continue;
-        }
-        for (i, pfd) in fds.iter().enumerate() {
-            if pfd.revents == 0 {
-                continue;
-            }
-            if i < listeners.len() {
-                while let Ok((conn, _)) = listeners[i].accept() {
-                    // Best effort: the prober may already have reset the connection.
-                    let _ = conn.set_nonblocking(true);
-                    let _ = conn.send(reply);
-                }
-            } else {
-                let s = &udps[i - listeners.len()];
-                while let Ok((_, from)) = s.recv_from(&mut buf) {
-                    let _ = s.send_to(reply, &from);
-                }
-            }
-        }
-    }
-}
-
-enum State {
-    Connecting,
-    Reading,
-}
-
-struct InFlight {
-    index: usize,
-    sock: Socket,
-    state: State,
-    deadline: Instant,
-    protocol: Protocol,
-}
-
-/// Runs `specs` from inside namespace `ns`, at most `concurrency` at a time, and returns the
-/// verdicts in order. With `identify`, a connected TCP probe also reads the server's
-/// identity (one more round trip).
+/// Runs `specs` with the probe agent from inside namespace `ns`, at most `concurrency` at
+/// a time, and returns the verdicts in order. SCTP probes on a kernel without SCTP are not
+/// sent: [`NetVerdict::Unsupported`] with the reason.
 ///
 /// # Errors
-/// The namespace cannot be entered.
+/// The namespace cannot be entered, or the probing thread panicked.
 pub fn run_batch(
     ns: &str,
-    specs: Vec<ProbeSpec>,
+    specs: &[ProbeSpec],
     concurrency: usize,
-    identify: bool,
 ) -> Result<Vec<NetVerdict>, NetnsError> {
-    crate::sys::in_netns(ns, move || batch_here(&specs, concurrency.max(1), identify))
-}
-
-fn finish_connected(f: &InFlight, identify: bool) -> Option<NetVerdict> {
-    match f.protocol {
-        Protocol::Tcp | Protocol::Sctp if identify => None,
-        Protocol::Tcp | Protocol::Sctp => Some(NetVerdict::Connected { backend: None }),
-        _ => None,
-    }
-}
-
-fn error_verdict(e: &io::Error) -> NetVerdict {
-    match e.raw_os_error() {
-        Some(libc::ECONNREFUSED) => NetVerdict::Refused {
-            detail: e.to_string(),
-        },
-        Some(libc::ETIMEDOUT) => NetVerdict::Timeout,
-        _ => NetVerdict::Other {
-            detail: e.to_string(),
-        },
-    }
-}
-
-fn start(spec: &ProbeSpec) -> Result<Socket, NetVerdict> {
-    let other = |e: io::Error| NetVerdict::Other {
-        detail: e.to_string(),
+    let no_sctp = specs
+        .iter()
+        .any(|s| s.protocol == Protocol::Sctp)
+        .then(|| unsupported_reason(Protocol::Sctp))
+        .flatten();
+    let (sent, requests): (Vec<usize>, Vec<ProbeRequest>) = specs
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !(s.protocol == Protocol::Sctp && no_sctp.is_some()))
+        .map(|(i, s)| (i, request(s)))
+        .unzip();
+    let results = if requests.is_empty() {
+        Vec::new()
+    } else {
+        crate::sys::in_netns(ns, move || {
+            harness_agent::probe_batch_in_flight(&requests, concurrency)
+        })?
     };
-    let dst: SocketAddr = SocketAddrV4::new(spec.to, spec.port).into();
-    let sock = match spec.protocol {
-        Protocol::Tcp => Socket::new(Domain::IPV4, Type::STREAM, None).map_err(other)?,
-        Protocol::Sctp => Socket::new(Domain::IPV4, Type::STREAM, Some(sctp())).map_err(|e| {
-            if is_no_protocol(&e) {
-                // Not an observation of the network: the cell cannot be probed here.
-                return NetVerdict::Unsupported {
-                    reason: no_sctp(&e),
-                };
-            }
-            other(e)
-        })?,
-        Protocol::Udp => Socket::new(Domain::IPV4, Type::DGRAM, None).map_err(other)?,
-        Protocol::Icmp => Socket::new(Domain::IPV4, Type::DGRAM, Some(socket2::Protocol::ICMPV4))
-            .map_err(other)?,
-    };
-    sock.set_nonblocking(true).map_err(other)?;
-    if matches!(spec.protocol, Protocol::Tcp | Protocol::Sctp) {
-        // Close with RST: no TIME_WAIT piles up however many probes run.
-        sock.set_linger(Some(Duration::ZERO)).map_err(other)?;
-    }
-    match sock.connect(&dst.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(error_verdict(&e)),
-    }
-    match spec.protocol {
-        Protocol::Udp => {
-            sock.send(b"probe").map_err(|e| error_verdict(&e))?;
-        }
-        Protocol::Icmp => {
-            // Echo request; the kernel sets the identifier and the checksum of a ping socket.
-            let echo = [8u8, 0, 0, 0, 0, 0, 0, 1, b'p', b'r', b'o', b'b', b'e'];
-            sock.send(&echo).map_err(|e| error_verdict(&e))?;
-        }
-        _ => {}
-    }
-    Ok(sock)
-}
-
-fn batch_here(specs: &[ProbeSpec], concurrency: usize, identify: bool) -> Vec<NetVerdict> {
-    let mut results: Vec<Option<NetVerdict>> = vec![None; specs.len()];
-    let mut next = 0;
-    let mut flying: Vec<InFlight> = Vec::with_capacity(concurrency);
-    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(concurrency);
-    let mut buf = [0u8; 512];
-    loop {
-        while flying.len() < concurrency && next < specs.len() {
-            let spec = &specs[next];
-            match start(spec) {
-                Ok(sock) => flying.push(InFlight {
-                    index: next,
-                    sock,
-                    state: match spec.protocol {
-                        Protocol::Tcp | Protocol::Sctp => State::Connecting,
-                        _ => State::Reading,
-                    },
-                    deadline: Instant::now() + spec.timeout,
-                    protocol: spec.protocol,
-                }),
-                Err(v) => results[next] = Some(v),
-            }
-            next += 1;
-        }
-        if flying.is_empty() {
-            break;
-        }
-        let now = Instant::now();
-        let wait = flying
-            .iter()
-            .map(|f| f.deadline.saturating_duration_since(now))
-            .min()
-            .unwrap_or_default();
-        fds.clear();
-        fds.extend(flying.iter().map(|f| libc::pollfd {
-            fd: f.sock.as_raw_fd(),
-            events: match f.state {
-                State::Connecting => libc::POLLOUT,
-                State::Reading => libc::POLLIN,
-            },
-            revents: 0,
-        }));
-        let ms = wait.as_millis().clamp(0, 1000) as libc::c_int;
-        // SAFETY: fds is a live slice of pollfd.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms.max(1)) };
-        let now = Instant::now();
-        let mut k = 0;
-        while k < flying.len() {
-            let revents = fds[k].revents;
-            let f = &mut flying[k];
-            let mut done: Option<NetVerdict> = None;
-            if revents != 0 {
-                match f.state {
-                    State::Connecting => match f.sock.take_error() {
-                        Ok(None) => match finish_connected(f, identify) {
-                            Some(v) => done = Some(v),
-                            None => f.state = State::Reading,
-                        },
-                        Ok(Some(e)) | Err(e) => done = Some(error_verdict(&e)),
-                    },
-                    State::Reading => match (&f.sock).read(&mut buf) {
-                        Ok(n) => {
-                            done = Some(NetVerdict::Connected {
-                                backend: identity_of(&buf[..n]),
-                            })
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            done = Some(match f.protocol {
-                                // The handshake completed; the server just did not talk.
-                                Protocol::Tcp | Protocol::Sctp => {
-                                    NetVerdict::Connected { backend: None }
-                                }
-                                _ => error_verdict(&e),
-                            })
-                        }
-                    },
-                }
-            }
-            if done.is_none() && now >= f.deadline {
-                done = Some(match f.state {
-                    State::Reading if matches!(f.protocol, Protocol::Tcp | Protocol::Sctp) => {
-                        NetVerdict::Connected { backend: None }
-                    }
-                    _ => NetVerdict::Timeout,
-                });
-            }
-            if let Some(v) = done {
-                let f = flying.swap_remove(k);
-                fds.swap_remove(k);
-                results[f.index] = Some(v);
-            } else {
-                k += 1;
-            }
-        }
-    }
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or(NetVerdict::Other {
-                detail: "not run".into(),
-            })
+    let mut out: Vec<NetVerdict> = specs
+        .iter()
+        .map(|_| NetVerdict::Unsupported {
+            reason: no_sctp.clone().unwrap_or_default(),
         })
-        .collect()
+        .collect();
+    for (i, r) in sent.into_iter().zip(results) {
+        out[i] = NetVerdict::from_agent(r, specs[i].protocol);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(json: &str) -> ProbeResult {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn agent_results_map_onto_verdicts() {
+        let v = NetVerdict::from_agent(
+            result(
+                r#"{"result":"connected","backend":"x/a","detail":"x/a answered on TCP/80, saw source 10.32.0.4:40112"}"#,
+            ),
+            Protocol::Tcp,
+        );
+        assert_eq!(
+            v,
+            NetVerdict::Connected {
+                backend: Some("x/a".into()),
+                source: Some("10.32.0.4:40112".parse().unwrap()),
+            }
+        );
+        // A node's agent greets as `node:<name>`; the model calls it `node <name>`.
+        let v = NetVerdict::from_agent(
+            result(
+                r#"{"result":"connected","backend":"node:n1","detail":"node:n1 answered on UDP/53, saw source 10.64.0.1:5"}"#,
+            ),
+            Protocol::Udp,
+        );
+        assert!(
+            matches!(&v, NetVerdict::Connected { backend: Some(b), .. } if b == "node n1"),
+            "{v:?}"
+        );
+        // An echo reply names an address, not an agent.
+        let v = NetVerdict::from_agent(
+            result(
+                r#"{"result":"connected","backend":"10.32.0.5","detail":"echo reply from 10.32.0.5 (ping socket)"}"#,
+            ),
+            Protocol::Icmp,
+        );
+        assert_eq!(
+            v,
+            NetVerdict::Connected {
+                backend: None,
+                source: None
+            }
+        );
+        // Connected to something that is not an agent.
+        let v = NetVerdict::from_agent(
+            result(
+                r#"{"result":"connected","backend":null,"detail":"TCP 10.0.0.1:80 connected, then closed without a greeting"}"#,
+            ),
+            Protocol::Tcp,
+        );
+        assert_eq!(
+            v,
+            NetVerdict::Connected {
+                backend: None,
+                source: None
+            }
+        );
+        let v = NetVerdict::from_agent(
+            result(
+                r#"{"result":"refused","backend":null,"detail":"TCP RST from 10.0.0.1:80: nothing listens there, or a rule rejects it"}"#,
+            ),
+            Protocol::Tcp,
+        );
+        assert!(matches!(v, NetVerdict::Refused { .. }), "{v:?}");
+        let v = NetVerdict::from_agent(
+            result(
+                r#"{"result":"refused","backend":null,"detail":"host unreachable for TCP 10.0.0.1:80: an ICMP host unreachable came back, or no ARP answer"}"#,
+            ),
+            Protocol::Tcp,
+        );
+        assert!(matches!(v, NetVerdict::Unreachable { .. }), "{v:?}");
+        assert_eq!(v.word(), "refused");
+        let v = NetVerdict::from_agent(
+            result(r#"{"result":"timeout","backend":null,"detail":"no answer"}"#),
+            Protocol::Tcp,
+        );
+        assert_eq!(v, NetVerdict::Timeout);
+        let v = NetVerdict::from_agent(
+            result(r#"{"result":"other","backend":null,"detail":"TCP 10.0.0.1:80: boom"}"#),
+            Protocol::Tcp,
+        );
+        assert_eq!(
+            v,
+            NetVerdict::Other {
+                detail: "TCP 10.0.0.1:80: boom".into()
+            }
+        );
+    }
+
+    #[test]
+    fn node_identities_are_one_word_and_named_back() {
+        let id = node_identity("node-a");
+        assert!(id.parse::<Identity>().is_ok(), "{id}");
+        assert_eq!(backend_name(&id), "node node-a");
+        assert_eq!(backend_name("default/a"), "default/a");
+        assert_eq!(backend_name("dns"), "dns");
+    }
+
+    #[test]
+    fn timeouts_fit_what_the_agent_accepts() {
+        let spec = |ms| ProbeSpec {
+            to: Ipv4Addr::new(10, 0, 0, 1),
+            protocol: Protocol::Tcp,
+            port: 80,
+            timeout: Duration::from_millis(ms),
+        };
+        assert_eq!(request(&spec(0)).timeout_ms, Some(1));
+        assert_eq!(request(&spec(400)).timeout_ms, Some(400));
+        assert_eq!(request(&spec(u64::MAX)).timeout_ms, Some(MAX_TIMEOUT_MS));
+        assert!(request(&spec(400)).validate().is_ok());
+    }
 }

@@ -27,7 +27,10 @@ use harness_vrouter_sim::Dataplane;
 use harness_vrouter_sim::io::{Egress, Ingress, Place};
 
 use crate::NetnsError;
-use crate::packet::{PacketSocket, RingFrame, RxRing};
+use crate::packet::{
+    Coalescer, PacketSocket, RingFrame, RxRing, TcpGso, VnetHdr, gso_header, segment_tcp,
+    tcp_layers,
+};
 
 /// What an interface the forwarder owns is to the forwarding core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +78,11 @@ pub struct ForwarderStats {
     pub batches: AtomicU64,
     /// Frames the kernel dropped before the forwarder saw them (a receive ring was full).
     pub ring_drops: AtomicU64,
+    /// TCP super-frames read from workloads (TSO; each counts once in `rx`).
+    pub super_frames: AtomicU64,
+    /// TCP segments joined into super-frames for workloads' kernels (GRO), over the
+    /// thread's life.
+    pub coalesced: AtomicU64,
     /// The most recent drops: (where, why), newest last, at most [`RECENT_DROPS`].
     pub recent_drops: Mutex<VecDeque<(String, String)>>,
 }
@@ -88,12 +96,22 @@ pub const BATCH: usize = 256;
 /// every workload of the node sends and receives crosses it, in bursts of a TCP window while
 /// the thread is off the CPU (2 MiB dropped frames under the bulk benchmark; 8 MiB none).
 const RING_BYTES: usize = 8 << 20;
-/// Bytes of receive ring on a workload's tap (one pod's bursts).
-const TAP_RING_BYTES: usize = 4 << 20;
+/// Receive buffer of a workload's tap (one pod's bursts: a TCP window of super-frames, or
+/// thousands of small frames).
+const TAP_RCVBUF: usize = 16 << 20;
+/// Frames read from a tap per `recvmmsg`.
+const RECV_MANY: usize = 64;
+/// The most a tunnel adds to the IPv4 packet it carries (VXLAN: outer IPv4, UDP, VXLAN and
+/// the inner Ethernet header): a super-frame longer than an IPv4 packet less this is cut
+/// into segments before forwarding, so its encapsulation still fits one outer packet.
+const MAX_TUNNEL_OVERHEAD: usize = 20 + 8 + 8 + 14;
 /// Buffers kept for reuse.
 const POOL: usize = 512;
 /// How long [`VrouterHandle`] waits for the thread to act on a request.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a node's forwarder runs its ingress proxies' timers ([`Dataplane::tick`]:
+/// connect timeouts, retransmissions, idle expiry); also the longest idle sleep.
+const TICK: Duration = Duration::from_millis(20);
 
 fn ingress_of(role: &Role) -> Ingress<'_> {
     match role {
@@ -182,20 +200,44 @@ struct Link {
     sock: PacketSocket,
     /// `None` on a kernel without receive rings: then one `recvmsg` per frame.
     ring: Option<RxRing>,
+    /// Joins TCP segments for a workload's kernel (taps only).
+    coalescer: Coalescer,
+    /// Frames read with one `recvmmsg` (taps), not yet handed out: `got[..ready]`, the next
+    /// at `next`.
+    got: Vec<Vec<u8>>,
+    metas: Vec<crate::packet::RxMeta>,
+    next: usize,
 }
 
 impl Link {
+    /// Opens the interface's socket. A workload's tap exchanges frames with a
+    /// `virtio_net_hdr` (the pod's kernel hands over TCP super-frames, and takes them
+    /// whole); the other interfaces carry wire-sized frames.
     fn open(port: Port, slot: usize, ns: &str) -> Result<Link, NetnsError> {
-        let sock = PacketSocket::open(Some(&port.ifname)).map_err(|e| NetnsError::Io {
+        let err = |e| NetnsError::Io {
             what: format!("AF_PACKET socket on {} in {ns}", port.ifname),
             source: e,
-        })?;
-        let bytes = match port.role {
-            Role::Tap(_) => TAP_RING_BYTES,
-            _ => RING_BYTES,
         };
-        let ring = sock.rx_ring(slot, bytes).ok();
-        Ok(Link { port, sock, ring })
+        let mut sock = PacketSocket::open(Some(&port.ifname)).map_err(err)?;
+        // A tap's frames range from 60 bytes to 64 KiB: a ring's fixed slots would hold a
+        // few hundred, so it is read with `recvmmsg` from a socket buffer sized for them.
+        let ring = match port.role {
+            Role::Tap(_) => {
+                sock.enable_vnet_hdr().map_err(err)?;
+                sock.force_rcvbuf(TAP_RCVBUF);
+                None
+            }
+            _ => sock.rx_ring(slot, RING_BYTES).ok(),
+        };
+        Ok(Link {
+            port,
+            sock,
+            ring,
+            coalescer: Coalescer::default(),
+            got: Vec::new(),
+            metas: Vec::new(),
+            next: 0,
+        })
     }
 
     /// The next frame into `buf`.
@@ -203,23 +245,33 @@ impl Link {
         match &mut self.ring {
             Some(r) => r.next(buf),
             None => {
-                buf.resize(MAX_FRAME, 0);
-                match self.sock.recv(buf) {
-                    Ok(Some(m)) => {
-                        buf.truncate(m.len);
-                        Some(RingFrame::Frame {
-                            len: m.len,
-                            checksum_completed: m.checksum_completed,
-                        })
+                if self.next == self.metas.len() {
+                    self.got.resize_with(RECV_MANY, Vec::new);
+                    self.next = 0;
+                    if self
+                        .sock
+                        .recv_many(&mut self.got, MAX_FRAME, &mut self.metas)
+                        == 0
+                    {
+                        return None;
                     }
-                    _ => None,
                 }
+                let m = self.metas[self.next];
+                // The caller's buffer takes the frame's place for the next `recvmmsg`.
+                std::mem::swap(buf, &mut self.got[self.next]);
+                self.next += 1;
+                Some(RingFrame::Frame {
+                    len: m.len,
+                    checksum_completed: m.checksum_completed,
+                    gso: m.gso,
+                })
             }
         }
     }
 }
 
-const MAX_FRAME: usize = 65_536;
+/// The largest frame a tap hands over: an IPv4 packet of 64 KiB and its Ethernet header.
+const MAX_FRAME: usize = 65_536 + 14;
 
 /// Starts a forwarder thread inside `ns` with receive-ring slots of `slot` bytes; returns
 /// once its sockets are open.
@@ -398,12 +450,17 @@ impl Fwd {
         let mut targets = Targets::of(&self.links);
         let mut fds = self.pollfds();
         let mut pool: Vec<Vec<u8>> = Vec::with_capacity(POOL);
-        let mut batch: Vec<(usize, Vec<u8>)> = Vec::with_capacity(BATCH * 4);
+        let mut batch: Vec<(usize, Vec<u8>, Option<TcpGso>)> = Vec::with_capacity(BATCH * 4);
         let mut outs: Vec<Egress> = Vec::with_capacity(BATCH * 4);
+        // The virtio_net_hdr of `outs[k]` for a tap (a super-frame the pod's kernel takes
+        // whole); shorter than `outs` where the rest are ordinary frames.
+        let mut out_hdr: Vec<Option<VnetHdr>> = Vec::with_capacity(BATCH * 4);
+        let mut wire: Vec<(Vec<u8>, VnetHdr)> = Vec::new();
         let mut per_link: Vec<Vec<usize>> = Vec::new();
         let mut drops: Vec<(String, String)> = Vec::new();
         let mut passes = 0u64;
         let mut yielded = false;
+        let mut last_tick = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             if self.control() {
                 targets = Targets::of(&self.links);
@@ -415,12 +472,40 @@ impl Fwd {
                     let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(self.slot));
                     match link.read(&mut buf) {
                         Some(RingFrame::Frame {
-                            checksum_completed, ..
+                            checksum_completed,
+                            gso,
+                            ..
                         }) => {
                             if checksum_completed {
                                 stats.checksums_completed.fetch_add(1, Ordering::Relaxed);
                             }
-                            batch.push((i, buf));
+                            match gso {
+                                Some(g) => {
+                                    stats.super_frames.fetch_add(1, Ordering::Relaxed);
+                                    // Forwarded whole when its tunnel fits one IPv4 packet;
+                                    // otherwise cut here, as the pod's NIC would have.
+                                    match tcp_layers(&buf) {
+                                        Some(l)
+                                            if l.end - l.ip + MAX_TUNNEL_OVERHEAD
+                                                <= usize::from(u16::MAX) =>
+                                        {
+                                            batch.push((i, buf, Some(g)))
+                                        }
+                                        Some(l) => {
+                                            segment_tcp(
+                                                &buf,
+                                                &l,
+                                                g,
+                                                || pool.pop().unwrap_or_default(),
+                                                |s| batch.push((i, s, None)),
+                                            );
+                                            pool.push(buf);
+                                        }
+                                        None => batch.push((i, buf, None)),
+                                    }
+                                }
+                                None => batch.push((i, buf, None)),
+                            }
                         }
                         Some(RingFrame::Truncated(len)) => {
                             pool.push(buf);
@@ -436,7 +521,18 @@ impl Fwd {
                     }
                 }
             }
-            if batch.is_empty() && drops.is_empty() {
+            // 0. The node's ingress proxies' timers: what they send leaves with this pass.
+            if let Forwarder::Node(node) = &self.who
+                && last_tick.elapsed() >= TICK
+            {
+                last_tick = std::time::Instant::now();
+                let mut dp = dp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // The only error is an unknown node, and this thread's node is known.
+                if let Ok(rx) = dp.tick(node, last_tick) {
+                    outs.extend(rx.egress);
+                }
+            }
+            if batch.is_empty() && drops.is_empty() && outs.is_empty() {
                 // 2. Nothing waiting anywhere: sleep until an interface or a request wakes
                 //    us (or the stop flag is due a look).
                 if self
@@ -455,8 +551,9 @@ impl Fwd {
                     continue;
                 }
                 yielded = false;
+                let ms = TICK.as_millis() as libc::c_int;
                 // SAFETY: fds is a live slice of pollfd.
-                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
+                let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
                 if n == 0 {
                     // Idle: a good moment to collect what the kernel dropped meanwhile.
                     self.count_ring_drops(stats);
@@ -474,7 +571,7 @@ impl Fwd {
             // 3. Forward the whole batch under one lock.
             {
                 let mut dp = dp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (i, frame) in batch.drain(..) {
+                for (i, frame, gso) in batch.drain(..) {
                     let role = &self.links[i].port.role;
                     let r = match &self.who {
                         Forwarder::Node(node) => dp.node_rx(node, ingress_of(role), frame, false),
@@ -493,7 +590,21 @@ impl Fwd {
                     };
                     match r {
                         Ok(rx) => {
-                            outs.extend(rx.egress);
+                            match gso {
+                                None => outs.extend(rx.egress),
+                                Some(g) => super_egress(
+                                    rx.egress,
+                                    g,
+                                    |p| {
+                                        targets
+                                            .get(p)
+                                            .is_some_and(|t| self.links[t].sock.vnet_hdr())
+                                    },
+                                    &mut outs,
+                                    &mut out_hdr,
+                                    &mut pool,
+                                ),
+                            }
                             if let Some(d) = rx.dropped {
                                 drops.push(d);
                             }
@@ -529,18 +640,56 @@ impl Fwd {
                     None => unroutable += 1,
                 }
             }
+            out_hdr.resize(outs.len(), None);
             for (t, ks) in per_link.iter_mut().enumerate() {
                 if ks.is_empty() {
                     continue;
                 }
-                let frames: Vec<&[u8]> = ks.iter().map(|k| outs[*k].frame.as_slice()).collect();
-                let (ok, failed, _) = self.links[t].sock.send_many(&frames);
+                let link = &mut self.links[t];
+                if link.sock.vnet_hdr() {
+                    // A workload's kernel: consecutive segments of one connection go as
+                    // one super-frame (GRO), super-frames from a local pod stay whole.
+                    let mut emit = |f: Vec<u8>, h: VnetHdr| wire.push((f, h));
+                    let mut recycle = |f: Vec<u8>| {
+                        if pool.len() < POOL {
+                            pool.push(f);
+                        }
+                    };
+                    for k in ks.iter() {
+                        let f = std::mem::take(&mut outs[*k].frame);
+                        match out_hdr[*k] {
+                            Some(h) => {
+                                link.coalescer.flush(&mut emit);
+                                emit(f, h);
+                            }
+                            None => link.coalescer.push(f, &mut emit, &mut recycle),
+                        }
+                    }
+                    link.coalescer.flush(&mut emit);
+                    stats
+                        .coalesced
+                        .store(link.coalescer.merged, Ordering::Relaxed);
+                } else {
+                    wire.extend(
+                        ks.iter()
+                            .map(|k| (std::mem::take(&mut outs[*k].frame), VnetHdr::default())),
+                    );
+                }
+                let frames: Vec<&[u8]> = wire.iter().map(|(f, _)| f.as_slice()).collect();
+                let hdrs: Vec<VnetHdr> = wire.iter().map(|(_, h)| *h).collect();
+                let (ok, failed, _) = link.sock.send_many(&frames, &hdrs);
                 stats.tx.fetch_add(ok as u64, Ordering::Relaxed);
                 stats
                     .send_errors
                     .fetch_add(failed as u64, Ordering::Relaxed);
                 ks.clear();
+                for (f, _) in wire.drain(..) {
+                    if pool.len() < POOL && f.capacity() >= self.slot {
+                        pool.push(f);
+                    }
+                }
             }
+            out_hdr.clear();
             stats.send_errors.fetch_add(unroutable, Ordering::Relaxed);
             for e in outs.drain(..) {
                 if pool.len() < POOL && e.frame.capacity() >= self.slot {
@@ -551,6 +700,49 @@ impl Fwd {
             if passes.is_multiple_of(1024) {
                 self.count_ring_drops(stats);
             }
+        }
+    }
+}
+
+/// What the forwarding core emitted for a TCP super-frame: whole to a workload's tap
+/// (`to_vnet`: the pod's kernel takes it as one packet), cut into wire-sized segments
+/// anywhere else (the underlay, vhost0) — the super-frame's checksum is still partial, so
+/// even a frame that fits one segment gets it completed here.
+fn super_egress(
+    egress: Vec<Egress>,
+    gso: TcpGso,
+    to_vnet: impl Fn(&Place) -> bool,
+    outs: &mut Vec<Egress>,
+    out_hdr: &mut Vec<Option<VnetHdr>>,
+    pool: &mut Vec<Vec<u8>>,
+) {
+    for mut e in egress {
+        let Some(l) = tcp_layers(&e.frame) else {
+            outs.push(e);
+            continue;
+        };
+        if to_vnet(&e.place)
+            && let Some(h) = gso_header(&mut e.frame, &l, gso)
+        {
+            out_hdr.resize(outs.len(), None);
+            out_hdr.push(Some(h));
+            outs.push(e);
+            continue;
+        }
+        segment_tcp(
+            &e.frame,
+            &l,
+            gso,
+            || pool.pop().unwrap_or_default(),
+            |s| {
+                outs.push(Egress {
+                    place: e.place.clone(),
+                    frame: s,
+                })
+            },
+        );
+        if pool.len() < POOL {
+            pool.push(e.frame);
         }
     }
 }

@@ -61,6 +61,15 @@ fn ip(net: &NetnsDataplane, pod: &str) -> Ipv4Addr {
     net.dataplane().lock().unwrap().endpoint_addresses(pod)[0]
 }
 
+/// Who answered a connected probe (the probe agent's identity) and the source address that
+/// agent saw; `(None, None)` for anything but a greeting.
+fn answer(v: &NetVerdict) -> (Option<&str>, Option<Ipv4Addr>) {
+    match v {
+        NetVerdict::Connected { backend, source } => (backend.as_deref(), source.map(|s| *s.ip())),
+        _ => (None, None),
+    }
+}
+
 /// Probes every cell in both dataplanes and returns the disagreements.
 fn compare(net: &NetnsDataplane, cells: &[(EndpointRef, Ipv4Addr, Protocol, u16)]) -> Vec<String> {
     let mut bad = Vec::new();
@@ -159,14 +168,11 @@ fn overlay_probes_match_the_model_and_cross_the_underlay_in_mpls_over_udp() {
     ];
     let bad = compare(&net, &cells);
     assert!(bad.is_empty(), "{bad:#?}\n{:#?}", net.counters());
-    // Who answered, after the real handshake.
-    assert_eq!(
-        net.probe(&pa, c, Protocol::Tcp, 80, Duration::from_millis(500))
-            .unwrap(),
-        NetVerdict::Connected {
-            backend: Some("default/c".into())
-        }
-    );
+    // Who answered, after the real handshake, and the source it saw (no NAT on the way).
+    let v = net
+        .probe(&pa, c, Protocol::Tcp, 80, Duration::from_millis(500))
+        .unwrap();
+    assert_eq!(answer(&v), (Some("default/c"), Some(a)), "{v:?}");
     if let Some(out) = pcap_fields(
         &net,
         &["ip.src", "ip.dst", "mpls.label", "udp.dstport"],
@@ -263,7 +269,6 @@ fn probes_outside_the_topology_are_refused_and_unknown_sources_named() {
                 timeout: Duration::from_millis(10),
             }],
             1,
-            false,
         )
         .unwrap_err();
     assert!(e.to_string().contains("pod nope/x"), "{e}");
@@ -289,13 +294,13 @@ fn pods_created_and_deleted_after_up_are_wired_and_unwired() {
     }
     let d = ip(&net, "default/d");
     // probe_batch syncs first: no explicit call needed.
+    let v = net
+        .probe(&pa, d, Protocol::Tcp, 80, Duration::from_millis(500))
+        .unwrap();
     assert_eq!(
-        net.probe(&pa, d, Protocol::Tcp, 80, Duration::from_millis(500))
-            .unwrap(),
-        NetVerdict::Connected {
-            backend: Some("default/d".into())
-        },
-        "{:#?}",
+        answer(&v),
+        (Some("default/d"), Some(ip(&net, "default/a"))),
+        "{v:?}\n{:#?}",
         net.counters()
     );
     let pd = EndpointRef::Pod("default/d".into());
@@ -376,12 +381,14 @@ fn an_external_client_reaches_a_floating_ip_through_the_gateway() {
         ],
     );
     assert!(bad.is_empty(), "{bad:#?}\n{:#?}", net.counters());
+    // DNAT to the backend; the client's own address arrives unchanged.
+    let v = net
+        .probe(&client, fip, Protocol::Tcp, 443, Duration::from_millis(500))
+        .unwrap();
     assert_eq!(
-        net.probe(&client, fip, Protocol::Tcp, 443, Duration::from_millis(500))
-            .unwrap(),
-        NetVerdict::Connected {
-            backend: Some("default/web-1".into())
-        }
+        answer(&v),
+        (Some("default/web-1"), Some(Ipv4Addr::new(198, 51, 100, 7))),
+        "{v:?}"
     );
     let gw = net
         .counters()
@@ -443,6 +450,61 @@ fn vxlan_first_in_priority_is_what_crosses_the_underlay() {
     net.cleanup().unwrap();
 }
 
+/// Pods run the probe agent: what a plain socket inside pod a's namespace reads from pod c
+/// is the agent's greeting, naming pod c and the source address it saw (pod a's, nothing
+/// NATs on the overlay); the netns prober reads the same back over TCP and UDP, and a port
+/// pod c does not declare is refused by its kernel.
+#[test]
+fn pods_answer_with_the_probe_agent_naming_the_pod_and_the_source_it_saw() {
+    if !capable() {
+        return;
+    }
+    let net = up(fixture(Options::default()));
+    let (a, c) = (ip(&net, "default/a"), ip(&net, "default/c"));
+    let pa = EndpointRef::Pod("default/a".into());
+    let a_ns = net.namespace_of(&pa).unwrap();
+    let raw = harness_netns::sys::in_netns(&a_ns, move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddrV4::new(c, 80).into(),
+            Duration::from_secs(2),
+        )?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let local = s.local_addr()?;
+        let mut line = String::new();
+        s.read_to_string(&mut line)?;
+        Ok::<_, std::io::Error>((local, line))
+    })
+    .unwrap();
+    let (local, line) = raw.expect("a TCP exchange from pod a's namespace");
+    assert_eq!(
+        line,
+        format!(
+            "{} default/c TCP/80 from {local}\n",
+            harness_agent::GREETING_PREFIX
+        ),
+        "pod c's greeting"
+    );
+    assert_eq!(local.ip(), std::net::IpAddr::V4(a));
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        let v = net
+            .probe(
+                &pa,
+                c,
+                proto,
+                if proto == Protocol::Tcp { 80 } else { 53 },
+                Duration::from_millis(500),
+            )
+            .unwrap();
+        assert_eq!(answer(&v), (Some("default/c"), Some(a)), "{proto:?}: {v:?}");
+    }
+    let v = net
+        .probe(&pa, c, Protocol::Tcp, 8080, Duration::from_millis(500))
+        .unwrap();
+    assert!(matches!(v, NetVerdict::Refused { .. }), "{v:?}");
+    net.cleanup().unwrap();
+}
+
 #[test]
 fn fabric_snat_reaches_the_host_from_the_node_address_and_the_port_pool() {
     if !capable() {
@@ -487,6 +549,20 @@ fn fabric_snat_reaches_the_host_from_the_node_address_and_the_port_pool() {
         .unwrap();
     let peer = listener.join().unwrap().unwrap();
     assert_eq!(v.word(), "connected", "{v:?}");
+    // The host's probe agent reports the same: node-b's address and a port of its pool.
+    let v = net
+        .probe(&pc, HOST, Protocol::Tcp, 443, Duration::from_millis(1000))
+        .unwrap();
+    let NetVerdict::Connected {
+        backend,
+        source: Some(seen),
+    } = &v
+    else {
+        panic!("no greeting from the host's agent: {v:?}")
+    };
+    assert_eq!(backend.as_deref(), Some("dns"), "{v:?}");
+    assert_eq!(*seen.ip(), Ipv4Addr::new(192, 168, 0, 12), "{v:?}");
+    assert!((56000..=57023).contains(&seen.port()), "{v:?}");
     let peer = peer.expect("the host accepted a connection");
     let std::net::SocketAddr::V4(peer) = peer else {
         panic!("{peer}")

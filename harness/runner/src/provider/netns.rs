@@ -3,7 +3,8 @@
 //! agents, the model [`Dataplane`] following the config DB), and [`NetnsDataplane`] puts its
 //! pods, nodes, fabric hosts and external clients into Linux network namespaces, with
 //! user-space vrouters forwarding real frames through the *same* `Arc<Mutex<Dataplane>>`.
-//! Probes are real kernel sockets.
+//! Probes are real kernel sockets: the probe agent (`harness-agent`) serves every namespace's
+//! declared ports and runs each source's batch inside its namespace.
 //!
 //! ```text
 //!  config DB ──follow_db──► Dataplane (model) ◄── every frame ── vrouter threads (AF_PACKET)
@@ -18,12 +19,16 @@
 //! * Words: `connected` → allow (with the backend the server named), `refused` (RST, ICMP
 //!   port/protocol/host unreachable) → reject, `timeout` → drop, anything else → inconclusive.
 //! * A cell this machine cannot probe (SCTP without kernel SCTP, a source or destination the
-//!   netns dataplane does not wire, a path through a service instance) is reported by
-//!   [`ProbeExecutor::cannot_probe`], so the runner skips it with the reason: never a pass.
+//!   netns dataplane does not wire, a path through a service instance it could not wire) is
+//!   reported by [`ProbeExecutor::cannot_probe`], so the runner skips it with the reason:
+//!   never a pass. Service instances are namespaces whose kernel forwards the chain.
 //! * Traced probes (evidence, path assertions) run one at a time with the underlay capture
 //!   cleared first: their pcap holds that cell's frames only, the underlay encapsulation and
 //!   fabric SNAT are read off those real frames, and the hops, gate decisions and endpoints
-//!   come from the model dataplane's trace of the same cell (the same forwarding core).
+//!   come from the model dataplane's trace of the same cell (the same forwarding core); the
+//!   service instances traversed are the model's, less those whose namespace's kernel
+//!   forwarded and dropped nothing during the probe (its nftables counters), so `path.via`
+//!   fails when the real packets skipped an instance.
 //! * Every frame of the run is also kept (up to [`MAX_RUN_FRAMES`]) for the scenario's
 //!   `underlay.pcap` ([`NetnsExecutor::write_underlay_pcap`]).
 //! * Ctrl-C: every live run's [`harness_netns::CleanupHandle`] is registered here;
@@ -277,7 +282,7 @@ impl NetnsExecutor {
                     timeout: self.timeout,
                 })
                 .collect();
-            match self.net.probe_batch(&src, specs, IN_FLIGHT, true) {
+            match self.net.probe_batch(&src, specs, IN_FLIGHT) {
                 Ok(verdicts) => {
                     for (&i, v) in pending.iter().zip(verdicts) {
                         out[i] = Some(observed(&v, self.timeout));
@@ -352,6 +357,7 @@ impl NetnsExecutor {
     fn traced(&self, r: &ProbeRequest) -> ProbeOutcome {
         let _one_at_a_time = lock(&self.traced);
         self.bank_capture();
+        let si_before = self.net.service_counters();
         let real = self
             .real_batch(&r.from, &[r])
             .pop()
@@ -360,6 +366,7 @@ impl NetnsExecutor {
             });
         std::thread::sleep(CAPTURE_SETTLE);
         let frames = self.bank_capture();
+        let crossed = crossed_instances(si_before, self.net.service_counters());
         let model = self
             .model
             .probe_batch(std::slice::from_ref(r))
@@ -387,14 +394,27 @@ impl NetnsExecutor {
             ),
         ];
         hops.extend(model.hops.iter().map(|h| format!("  {h}")));
+        hops.extend(crossed.hops);
         let observed = match real {
             // Say where the model drops it: the real sockets only saw silence.
-            Observed::Drop { detail } => Observed::Drop {
-                detail: match &model_obs {
-                    Observed::Drop { detail: m } => format!("{detail}; the model drops it at {m}"),
-                    _ => detail,
-                },
-            },
+            Observed::Drop { detail } => {
+                let detail = if crossed.dropped_by.is_empty() {
+                    detail
+                } else {
+                    format!(
+                        "{detail}; the function of service instance {} dropped it in its namespace (nftables counter)",
+                        crossed.dropped_by.join(", ")
+                    )
+                };
+                Observed::Drop {
+                    detail: match &model_obs {
+                        Observed::Drop { detail: m } => {
+                            format!("{detail}; the model drops it at {m}")
+                        }
+                        _ => detail,
+                    },
+                }
+            }
             o => o,
         };
         let (underlay_encaps, plain) = underlay_path(&frames, r.to);
@@ -430,7 +450,13 @@ impl NetnsExecutor {
             underlay_encaps,
             nat,
             decisions: model.decisions,
-            endpoints: model.endpoints,
+            // The model's order, less the service instances whose namespace saw nothing of
+            // this probe: `path.via` then holds only when the real packets went through.
+            endpoints: model
+                .endpoints
+                .into_iter()
+                .filter(|e| !crossed.idle.contains(e))
+                .collect(),
             pcap: harness_vrouter_sim::write_pcap(&frames, Vec::new()).ok(),
         }
     }
@@ -443,6 +469,60 @@ impl Drop for NetnsExecutor {
     }
 }
 
+/// What the service-instance namespaces did during one traced probe.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Crossed {
+    /// One line per instance whose kernel forwarded or dropped a packet of the probe (or why
+    /// its counters could not be read).
+    hops: Vec<String>,
+    /// Wired instances whose kernel neither forwarded nor dropped anything: the real packets
+    /// did not go through them.
+    idle: Vec<String>,
+    /// Instances whose function dropped a packet of the probe.
+    dropped_by: Vec<String>,
+}
+
+/// Compares the instances' nftables counters before and after a traced probe (traced probes
+/// run one at a time, so what changed is that probe's).
+fn crossed_instances(
+    before: Result<Vec<(String, harness_netns::ServiceCounters)>, NetnsError>,
+    after: Result<Vec<(String, harness_netns::ServiceCounters)>, NetnsError>,
+) -> Crossed {
+    let (before, after) = match (before, after) {
+        (Ok(b), Ok(a)) => (b, a),
+        (Err(e), _) | (_, Err(e)) => {
+            return Crossed {
+                hops: vec![format!("service instance counters unreadable: {e}")],
+                ..Crossed::default()
+            };
+        }
+    };
+    let mut out = Crossed::default();
+    for (name, a) in after {
+        let b = before
+            .iter()
+            .find(|(n, c)| *n == name && c.namespace == a.namespace)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        let l2r = a.left_to_right.saturating_sub(b.left_to_right);
+        let r2l = a.right_to_left.saturating_sub(b.right_to_left);
+        let dropped = a.dropped_total().saturating_sub(b.dropped_total());
+        if l2r + r2l + dropped == 0 {
+            out.idle.push(name);
+            continue;
+        }
+        if dropped > 0 {
+            out.dropped_by.push(name.clone());
+        }
+        out.hops.push(format!(
+            "service instance {name} (namespace {}, real kernel): forwarded {l2r} packet{} left -> right, {r2l} right -> left; its function dropped {dropped}",
+            a.namespace,
+            if l2r == 1 { "" } else { "s" }
+        ));
+    }
+    out
+}
+
 fn endpoint_ref(o: &Origin) -> EndpointRef {
     match o {
         Origin::Pod(p) => EndpointRef::Pod(p.clone()),
@@ -452,20 +532,18 @@ fn endpoint_ref(o: &Origin) -> EndpointRef {
     }
 }
 
-/// The errno in a `std::io::Error` text (`… (os error 113)`).
-fn os_error(detail: &str) -> Option<i32> {
-    let i = detail.rfind("(os error ")?;
-    detail[i + 10..].trim_end_matches(')').parse().ok()
-}
-
 /// A real socket's word as the runner's observation.
 fn observed(v: &NetVerdict, timeout: Duration) -> Observed {
     match v {
-        NetVerdict::Connected { backend } => Observed::Allow {
+        NetVerdict::Connected { backend, .. } => Observed::Allow {
             backend: backend.clone(),
         },
         NetVerdict::Refused { detail } => Observed::Reject {
-            detail: format!("the destination (the kernel said: {detail})"),
+            detail: format!("the destination ({detail})"),
+        },
+        // ICMP host or network unreachable: somebody on the path said no.
+        NetVerdict::Unreachable { detail } => Observed::Reject {
+            detail: format!("a hop on the path ({detail})"),
         },
         NetVerdict::Timeout => Observed::Drop {
             detail: format!(
@@ -473,17 +551,6 @@ fn observed(v: &NetVerdict, timeout: Duration) -> Observed {
                 timeout.as_millis()
             ),
         },
-        // ICMP host or network unreachable: somebody on the path said no.
-        NetVerdict::Other { detail }
-            if matches!(
-                os_error(detail),
-                Some(libc_errno::EHOSTUNREACH | libc_errno::ENETUNREACH)
-            ) =>
-        {
-            Observed::Reject {
-                detail: format!("a hop on the path (ICMP unreachable: {detail})"),
-            }
-        }
         NetVerdict::Other { detail } => Observed::Inconclusive {
             reason: format!("the real probe could not be made: {detail}"),
         },
@@ -491,12 +558,6 @@ fn observed(v: &NetVerdict, timeout: Duration) -> Observed {
             reason: format!("not probed: {reason}"),
         },
     }
-}
-
-/// Linux errno values the classification needs (x86-64 and aarch64 agree).
-mod libc_errno {
-    pub const ENETUNREACH: i32 = 101;
-    pub const EHOSTUNREACH: i32 = 113;
 }
 
 /// The underlay encapsulation of each IPv4 frame captured (`MPLSoUDP …`, `VXLAN …`,
@@ -569,25 +630,18 @@ impl ProbeExecutor for NetnsExecutor {
         // kube-proxy's node-port rules run in the one forwarding core on the packets the
         // vrouter hands to a node's IP stack, so every source reaches them through its
         // vrouter; except the node itself, whose kernel keeps a packet for its own address
-        // on its loopback, where no vrouter (and so no kube-proxy model) sees it.
-        match to.kind() {
-            harness_oracle::EndpointKind::NodePort { node, .. } => {
-                if let Origin::Node(n) = &request.from
-                    && n == node
-                {
-                    return Some(
-                        "a node probing its own node port: the netns node's kernel keeps the packet on its loopback, where kube-proxy's rules (in the forwarding core) never see it (use --dataplane model)"
-                            .into(),
-                    );
-                }
-            }
-            harness_oracle::EndpointKind::Ingress { .. } => {
-                return Some(
-                    "ingress is not built in the netns dataplane yet: Contrail's haproxy runs inside the model dataplane's event loop only (its sessions and connect timeout are not reachable through the frame API; use --dataplane model)"
-                        .into(),
-                );
-            }
-            _ => {}
+        // on its loopback, where no vrouter (and so no kube-proxy model) sees it. (An Ingress
+        // is probed like any address: Contrail's haproxy runs in the one forwarding core on
+        // the VIP's node, its connections part of the dataplane's state and its connect
+        // timeout run by the forwarders' ticks.)
+        if let harness_oracle::EndpointKind::NodePort { node, .. } = to.kind()
+            && let Origin::Node(n) = &request.from
+            && n == node
+        {
+            return Some(
+                "a node probing its own node port: the netns node's kernel keeps the packet on its loopback, where kube-proxy's rules (in the forwarding core) never see it (use --dataplane model)"
+                    .into(),
+            );
         }
         let skipped = self.net.skipped();
         if skipped.is_empty() {
@@ -637,10 +691,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errno_is_read_from_io_error_text() {
-        assert_eq!(os_error("No route to host (os error 113)"), Some(113));
-        assert_eq!(os_error("Connection refused (os error 111)"), Some(111));
-        assert_eq!(os_error("something else"), None);
+    fn service_instances_that_saw_nothing_of_a_traced_probe_are_not_traversed() {
+        let c = |l2r, r2l, dropped: u64| harness_netns::ServiceCounters {
+            namespace: "h123abc-s1".into(),
+            left_to_right: l2r,
+            right_to_left: r2l,
+            dropped: vec![("TCP/81".into(), dropped)],
+        };
+        let before = vec![
+            ("fw".to_owned(), c(4, 4, 1)),
+            ("idle".to_owned(), c(9, 9, 0)),
+        ];
+        let after = vec![
+            ("fw".to_owned(), c(7, 6, 1)),
+            ("idle".to_owned(), c(9, 9, 0)),
+        ];
+        let x = crossed_instances(Ok(before.clone()), Ok(after));
+        assert_eq!(x.idle, vec!["idle".to_owned()]);
+        assert_eq!(x.hops.len(), 1, "{:?}", x.hops);
+        assert!(
+            x.hops[0].contains("fw")
+                && x.hops[0].contains("forwarded 3 packets left -> right, 2 right -> left"),
+            "{:?}",
+            x.hops
+        );
+        // A drop by the function counts as traversed (the packet reached the instance).
+        let x = crossed_instances(Ok(before.clone()), Ok(vec![("fw".to_owned(), c(4, 4, 2))]));
+        assert!(
+            x.idle.is_empty() && x.hops[0].contains("dropped 1"),
+            "{x:?}"
+        );
+        assert_eq!(x.dropped_by, vec!["fw".to_owned()]);
+        // Unreadable counters: say so, and keep the model's instances.
+        let x = crossed_instances(Err(NetnsError::Stopped), Ok(before));
+        assert!(
+            x.idle.is_empty() && x.hops[0].contains("unreadable"),
+            "{x:?}"
+        );
     }
 
     #[test]
@@ -649,7 +736,8 @@ mod tests {
         assert_eq!(
             observed(
                 &NetVerdict::Connected {
-                    backend: Some("x/a".into())
+                    backend: Some("x/a".into()),
+                    source: Some("10.32.0.4:40112".parse().unwrap()),
                 },
                 t
             ),
@@ -660,25 +748,31 @@ mod tests {
         assert_eq!(
             observed(
                 &NetVerdict::Refused {
-                    detail: "Connection refused (os error 111)".into()
+                    detail:
+                        "TCP RST from 10.32.0.5:80: nothing listens there, or a rule rejects it"
+                            .into()
                 },
                 t
             )
-            .word(),
-            "reject"
+            .detail()
+            .unwrap(),
+            "rejected by the destination (TCP RST from 10.32.0.5:80: nothing listens there, or a rule rejects it)"
         );
         let drop = observed(&NetVerdict::Timeout, t);
         assert_eq!(drop.word(), "drop");
         assert!(drop.detail().unwrap().contains("700 ms"), "{drop:?}");
-        assert_eq!(
-            observed(
-                &NetVerdict::Other {
-                    detail: "No route to host (os error 113)".into()
-                },
-                t
-            )
-            .word(),
-            "reject"
+        let hop = observed(
+            &NetVerdict::Unreachable {
+                detail: "host unreachable for TCP 10.32.0.5:80: an ICMP host unreachable came back, or no ARP answer".into(),
+            },
+            t,
+        );
+        assert_eq!(hop.word(), "reject");
+        assert!(
+            hop.detail()
+                .unwrap()
+                .starts_with("rejected by a hop on the path (host unreachable"),
+            "{hop:?}"
         );
         assert_eq!(
             observed(
