@@ -625,6 +625,7 @@ impl SimCluster {
     pub async fn converge(&self, timeout: Duration) -> Result<KubeManagerStatus, SimError> {
         let start = Instant::now();
         let pods: Api<Pod> = Api::all(self.kube.clone());
+        let mut last_pending: Vec<String> = Vec::new();
         loop {
             if let Some(dead) = self.died() {
                 return Err(dead);
@@ -639,27 +640,20 @@ impl SimCluster {
                 Err(e) => return Err(e),
             };
             let left = timeout.saturating_sub(start.elapsed());
-            let status = self.converge_control_plane(rv, left).await?;
-            let list =
-                pods.list(&ListParams::default())
-                    .await
-                    .map_err(|source| SimError::Kube {
-                        doing: "listing pods",
-                        source,
-                    })?;
-            let pending: Vec<String> = list
-                .items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_running(p))
-                .map(|p| {
-                    format!(
-                        "{}/{} ({})",
-                        p.metadata.namespace.as_deref().unwrap_or(""),
-                        p.metadata.name.as_deref().unwrap_or(""),
-                        pod_state(p)
-                    )
-                })
-                .collect();
+            // The budget can run out in either wait; whichever it is, the error names the
+            // whole budget and the pods last seen not ready, which is what a user can act on.
+            let status = match self.converge_control_plane(rv, left).await {
+                Ok(s) => s,
+                Err(SimError::NotConverged { state, .. }) => {
+                    let pending = pending_pods(&pods).await.unwrap_or(last_pending);
+                    return Err(SimError::NotConverged {
+                        timeout,
+                        state: format!("{state}; pods not ready: {}", pending_text(&pending)),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            let pending = pending_pods(&pods).await?;
             if pending.is_empty() && self.watched_resource_version().await? == rv {
                 return Ok(status);
             }
@@ -668,15 +662,12 @@ impl SimCluster {
                     timeout,
                     state: format!(
                         "pods not ready: {}; translation errors: {}",
-                        if pending.is_empty() {
-                            "none".to_string()
-                        } else {
-                            pending.join(", ")
-                        },
+                        pending_text(&pending),
                         describe_errors(&status)
                     ),
                 });
             }
+            last_pending = pending;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -845,6 +836,39 @@ where
         .filter_map(|o| o.metadata.resource_version.as_deref()?.parse::<u64>().ok())
         .max()
         .unwrap_or(0))
+}
+
+/// `ns/name (state)` of every pod not running (and not being deleted).
+async fn pending_pods(pods: &Api<Pod>) -> Result<Vec<String>, SimError> {
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| SimError::Kube {
+            doing: "listing pods",
+            source,
+        })?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !pod_running(p))
+        .map(|p| {
+            format!(
+                "{}/{} ({})",
+                p.metadata.namespace.as_deref().unwrap_or(""),
+                p.metadata.name.as_deref().unwrap_or(""),
+                pod_state(p)
+            )
+        })
+        .collect())
+}
+
+/// Pods not ready, for an error message.
+fn pending_text(pending: &[String]) -> String {
+    if pending.is_empty() {
+        "none".to_string()
+    } else {
+        pending.join(", ")
+    }
 }
 
 fn describe_errors(s: &KubeManagerStatus) -> String {
