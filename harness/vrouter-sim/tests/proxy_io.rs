@@ -3,7 +3,9 @@
 //! proxy on its VIP node; the proxy opens the backend connection through the same vrouters,
 //! answers the client once the backend has, relays the backend's greeting and the client's
 //! request, passes a reset on, and its timer entry point (`Dataplane::tick`) retransmits an
-//! unanswered SYN and resets the client at the connect timeout.
+//! unanswered SYN and resets the client at the connect timeout. The proxy's TCP end sends no
+//! more than the peer's window, probes a shut one, and a retransmission timeout resends one
+//! segment (backed off), the rest following as ACKs come.
 
 mod common;
 
@@ -154,19 +156,73 @@ impl Wire {
 
     /// The external client sends a segment to the ingress address.
     fn client_sends(&mut self, flags: TcpFlags, seq: u32, ack: u32, payload: &[u8]) {
-        let a = Addrs {
-            src_mac: device_mac(CLIENT),
-            dst_mac: device_mac(self.dp.control().gateway),
-            src: CLIENT,
-            dst: FIP,
-            ttl: 64,
-        };
-        let f = frame::tcp(&a, 40000, 80, seq, ack, flags, payload);
+        self.client_sends_window(flags, seq, ack, 64240, payload);
+    }
+
+    /// The external client sends a segment advertising `window`.
+    fn client_sends_window(
+        &mut self,
+        flags: TcpFlags,
+        seq: u32,
+        ack: u32,
+        window: u16,
+        payload: &[u8],
+    ) {
+        let mut b = etherparse::PacketBuilder::ethernet2(
+            device_mac(CLIENT),
+            device_mac(self.dp.control().gateway),
+        )
+        .ipv4(CLIENT.octets(), FIP.octets(), 64)
+        .tcp(40000, 80, seq, window);
+        if flags.syn {
+            b = b.syn();
+        }
+        if flags.ack {
+            b = b.ack(ack);
+        }
+        if flags.rst {
+            b = b.rst();
+        }
+        if flags.fin {
+            b = b.fin();
+        }
+        let mut f = Vec::new();
+        b.write(&mut f, payload).expect("a TCP frame");
         let rx = self.dp.gateway_rx(Some("client"), f, false).unwrap();
         assert!(rx.dropped.is_none(), "{:?}", rx.dropped);
         self.pump(None, rx.egress);
     }
 
+    /// Runs the proxy node's timers at `now` and delivers what they send.
+    fn tick(&mut self, node: &str, now: Instant) {
+        let rx = self.dp.tick(node, now).unwrap();
+        self.pump(Some(node), rx.egress);
+    }
+
+    /// Opens a connection through the proxy, the client's SYN and ACK advertising `window`:
+    /// the backend's tap, the handshake ACK the backend got (what it answers), and the
+    /// proxy's first sequence number toward the client.
+    fn connect(&mut self, window: u16) -> (String, Seg, u32) {
+        self.client_sends_window(SYN, 1000, 0, window, b"");
+        let (_, taps) = self.take();
+        assert_eq!(taps.len(), 1, "{taps:?}");
+        let (vmi, syn) = taps[0].clone();
+        self.pod_sends(&vmi, &syn, SYN_ACK, 5000, b"");
+        let (client, taps) = self.take();
+        assert_eq!((client.len(), taps.len()), (1, 1), "{client:?} {taps:?}");
+        let proxy_seq = client[0].seq.wrapping_add(1);
+        self.client_sends_window(ACK, 1001, proxy_seq, window, b"");
+        (vmi, taps[0].1.clone(), proxy_seq)
+    }
+
+    /// The backend sends `segments` segments of `len` bytes (from its sequence number
+    /// 5001); the proxy acknowledges each.
+    fn backend_sends(&mut self, vmi: &str, ack: &Seg, segments: u32, len: usize) {
+        for k in 0..segments {
+            let bytes = vec![b'a' + k as u8; len];
+            self.pod_sends(vmi, ack, ACK, 5001 + k * len as u32, &bytes);
+        }
+    }
     /// The workload behind tap `vmi` answers `to` (a segment it received).
     fn pod_sends(&mut self, vmi: &str, to: &Seg, flags: TcpFlags, seq: u32, payload: &[u8]) {
         let port = self
@@ -200,6 +256,23 @@ impl Wire {
             std::mem::take(&mut self.at_taps),
         )
     }
+}
+
+/// The data segments among `segs`: (offset from `base`, length).
+fn data(segs: &[Seg], base: u32) -> Vec<(u32, u32)> {
+    segs.iter()
+        .filter(|s| !s.payload.is_empty())
+        .map(|s| (s.seq.wrapping_sub(base), s.payload.len() as u32))
+        .collect()
+}
+
+/// How far past `base` the data segments reach.
+fn reach(segs: &[Seg], base: u32) -> u32 {
+    data(segs, base)
+        .into_iter()
+        .map(|(o, n)| o + n)
+        .max()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -345,4 +418,126 @@ fn the_proxy_timers_retransmit_the_syn_and_reset_the_client_at_the_connect_timeo
 
     // An unknown node is an error, not a panic.
     assert!(w.dp.tick("no-such-node", late).is_err());
+}
+
+#[test]
+fn a_peer_advertising_a_small_window_gets_no_more_than_the_window_in_flight() {
+    let (mut w, proxy_node) = Wire::new();
+    let t0 = Instant::now();
+    w.tick(&proxy_node, t0);
+    let (vmi, ack, proxy_seq) = w.connect(1000);
+    w.take();
+
+    // The backend's 3000 bytes: the proxy takes them all (it has room), the client gets
+    // its 1000-byte window's worth.
+    w.backend_sends(&vmi, &ack, 6, 500);
+    let (client, taps) = w.take();
+    assert_eq!(
+        taps.len(),
+        6,
+        "each backend segment is acknowledged: {taps:?}"
+    );
+    assert_eq!(taps[5].1.ack, 5001 + 3000);
+    assert_eq!(
+        reach(&client, proxy_seq),
+        1000,
+        "{:?}",
+        data(&client, proxy_seq)
+    );
+    assert!(data(&client, proxy_seq).iter().all(|(_, n)| *n <= 536));
+
+    // The client takes 600 bytes and still offers 1000: 600 more go out, no more.
+    w.client_sends_window(ACK, 1001, proxy_seq + 600, 1000, b"");
+    let (client, _) = w.take();
+    assert_eq!(data(&client, proxy_seq), [(1000, 536), (1536, 64)]);
+
+    // It takes those and shuts its window: no byte is sent, however long it waits; the
+    // persist timer sends a window probe (an ACK just below what the client acknowledged)
+    // at the retransmission timeout.
+    w.client_sends_window(ACK, 1001, proxy_seq + 1600, 0, b"");
+    let (client, _) = w.take();
+    assert!(client.is_empty(), "{client:?}");
+    w.tick(&proxy_node, t0 + PROXY_RETRANSMIT / 2);
+    assert!(w.take().0.is_empty());
+    w.tick(
+        &proxy_node,
+        t0 + PROXY_RETRANSMIT + Duration::from_millis(1),
+    );
+    let (client, _) = w.take();
+    assert_eq!(client.len(), 1, "{client:?}");
+    assert_eq!(
+        (client[0].flags, client[0].seq, client[0].payload.len()),
+        (ACK, proxy_seq + 1599, 0)
+    );
+    // The probe answered (the window still shut) keeps the connection up and backs off:
+    // nothing at the next base interval.
+    w.client_sends_window(ACK, 1001, proxy_seq + 1600, 0, b"");
+    assert!(w.take().0.is_empty());
+    w.tick(
+        &proxy_node,
+        t0 + 2 * PROXY_RETRANSMIT + Duration::from_millis(2),
+    );
+    assert!(w.take().0.is_empty());
+
+    // The window opens to 2000: the other 1400 bytes go out at once.
+    w.client_sends_window(ACK, 1001, proxy_seq + 1600, 2000, b"");
+    let (client, _) = w.take();
+    assert_eq!(
+        reach(&client, proxy_seq),
+        3000,
+        "{:?}",
+        data(&client, proxy_seq)
+    );
+    assert_eq!(data(&client, proxy_seq)[0].0, 1600);
+    assert_eq!(
+        data(&client, proxy_seq).iter().map(|d| d.1).sum::<u32>(),
+        1400
+    );
+    assert_eq!(w.dp.proxy_connections(), 1);
+}
+
+#[test]
+fn a_retransmission_timeout_resends_one_segment_and_the_rest_follows_the_acks() {
+    let (mut w, proxy_node) = Wire::new();
+    let t0 = Instant::now();
+    w.tick(&proxy_node, t0);
+    let (vmi, ack, proxy_seq) = w.connect(64240);
+    w.take();
+
+    // 4000 bytes from the backend fit the client's window and the initial congestion
+    // window: all are sent.
+    w.backend_sends(&vmi, &ack, 8, 500);
+    let (client, _) = w.take();
+    assert_eq!(reach(&client, proxy_seq), 4000);
+
+    // The client acknowledges nothing: at the timeout only the first segment goes again.
+    w.tick(&proxy_node, t0 + PROXY_RETRANSMIT / 2);
+    assert!(w.take().0.is_empty());
+    let first = t0 + PROXY_RETRANSMIT + Duration::from_millis(1);
+    w.tick(&proxy_node, first);
+    let (client, _) = w.take();
+    assert_eq!(data(&client, proxy_seq), [(0, 536)]);
+
+    // The timer backs off: nothing one base interval later, the same segment at twice it.
+    w.tick(
+        &proxy_node,
+        first + PROXY_RETRANSMIT + Duration::from_millis(1),
+    );
+    assert!(w.take().0.is_empty());
+    let second = first + 2 * PROXY_RETRANSMIT + Duration::from_millis(1);
+    w.tick(&proxy_node, second);
+    let (client, _) = w.take();
+    assert_eq!(data(&client, proxy_seq), [(0, 536)]);
+
+    // Its ACK arrives: the congestion window grows to two segments, which follow.
+    w.client_sends(ACK, 1001, proxy_seq + 536, b"");
+    let (client, _) = w.take();
+    assert_eq!(data(&client, proxy_seq), [(536, 536), (1072, 536)]);
+    // The client had the rest all along: its ACK of everything ends the retransmissions.
+    w.client_sends(ACK, 1001, proxy_seq + 4000, b"");
+    let (client, _) = w.take();
+    assert_eq!(data(&client, proxy_seq), []);
+    w.tick(&proxy_node, second + Duration::from_secs(5));
+    assert!(w.take().0.is_empty());
+    assert_eq!(w.dp.proxy_connections(), 1);
 }
