@@ -5,6 +5,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use harness_vrouter_sim::wire::{fold_checksum, ones_sum, sctp};
+
 const ETH_P_ALL: u16 = 0x0003;
 const SOL_PACKET: libc::c_int = 263;
 const PACKET_AUXDATA: libc::c_int = 8;
@@ -32,11 +34,57 @@ pub struct RxMeta {
     pub len: usize,
     /// The interface it arrived on (for sockets bound to every interface).
     pub ifindex: i32,
-    /// The kernel left the TCP/UDP checksum partial; [`complete_checksum`] fixed it.
+    /// The kernel left the TCP/UDP checksum (or the SCTP CRC32c) partial;
+    /// [`complete_checksum`] fixed it.
     pub checksum_completed: bool,
     /// A TCP super-frame (a socket with [`PacketSocket::enable_vnet_hdr`] only): its
     /// checksum is left partial, [`segment_tcp`] or [`gso_header`] finish it.
     pub gso: Option<TcpGso>,
+    /// A super-frame of a kind this side cannot cut (its `virtio_net_hdr` `gso_type`, e.g.
+    /// [`VIRTIO_NET_HDR_GSO_UDP_L4`]: UDP GSO, which recent kernels hand to AF_PACKET):
+    /// its checksum is left as it came; not to be forwarded.
+    pub unsupported_gso: Option<u8>,
+}
+
+/// What a received frame's offload state asks of the reader, applied to `frame`: a partial
+/// checksum (`csum_not_ready`: `TP_STATUS_CSUMNOTREADY` from the auxdata, or the vnet
+/// header's `NEEDS_CSUM`) is completed unless the frame is a super-frame, whose checksum the
+/// segmentation finishes. Returns (checksum completed, TCP GSO, another GSO type).
+fn rx_offloads(
+    vnet: &VnetHdr,
+    csum_not_ready: bool,
+    frame: &mut [u8],
+) -> (bool, Option<TcpGso>, Option<u8>) {
+    let gso = vnet.tcp_gso();
+    let unsupported = vnet.unsupported_gso();
+    let partial = gso.is_none()
+        && unsupported.is_none()
+        && (csum_not_ready || vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0);
+    if partial {
+        complete_checksum(frame);
+    }
+    (partial, gso, unsupported)
+}
+
+/// The `tp_status` of the `PACKET_AUXDATA` control message of a received message (0 when
+/// there is none).
+///
+/// # Safety
+/// `msg` is a message header the kernel just filled, whose control buffer is still live.
+unsafe fn aux_status(msg: &libc::msghdr) -> u32 {
+    let mut status = 0u32;
+    // SAFETY: walking the control buffer the kernel filled, with the libc macros.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
+                let aux: TpacketAuxdata = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                status = aux.tp_status;
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    status
 }
 
 /// An AF_PACKET socket.
@@ -126,8 +174,8 @@ impl PacketSocket {
     }
 
     /// Receives one frame into `buf`; `None` when nothing is queued. Frames this host sent
-    /// are skipped; a partial TCP/UDP checksum is completed in place (except in a TCP
-    /// super-frame, see [`RxMeta::gso`]).
+    /// are skipped; a partial TCP/UDP checksum or SCTP CRC32c is completed in place (except
+    /// in a super-frame, see [`RxMeta::gso`]).
     ///
     /// # Errors
     /// The system call's.
@@ -174,31 +222,16 @@ impl PacketSocket {
                 buf.copy_within(VNET_HDR_LEN..n, 0);
                 n -= VNET_HDR_LEN;
             }
-            let mut status = 0u32;
-            // SAFETY: walking the control buffer the kernel filled, with the libc macros.
-            unsafe {
-                let mut c = libc::CMSG_FIRSTHDR(&msg);
-                while !c.is_null() {
-                    if (*c).cmsg_level == SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
-                        let aux: TpacketAuxdata =
-                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                        status = aux.tp_status;
-                    }
-                    c = libc::CMSG_NXTHDR(&msg, c);
-                }
-            }
-            let gso = vnet.tcp_gso();
-            let partial = gso.is_none()
-                && (status & TP_STATUS_CSUMNOTREADY != 0
-                    || vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0);
-            if partial {
-                complete_checksum(&mut buf[..n]);
-            }
+            // SAFETY: msg was just filled by recvmsg; cmsg_buf is live.
+            let status = unsafe { aux_status(&msg) };
+            let (partial, gso, unsupported_gso) =
+                rx_offloads(&vnet, status & TP_STATUS_CSUMNOTREADY != 0, &mut buf[..n]);
             return Ok(Some(RxMeta {
                 len: n,
                 ifindex: sll.sll_ifindex,
                 checksum_completed: partial,
                 gso,
+                unsupported_gso,
             }));
         }
     }
@@ -306,10 +339,12 @@ pub enum RingFrame {
     Frame {
         /// Bytes copied.
         len: usize,
-        /// The kernel left the TCP/UDP checksum partial and it was completed.
+        /// The kernel left the TCP/UDP checksum (SCTP CRC32c) partial and it was completed.
         checksum_completed: bool,
         /// A TCP super-frame (see [`RxMeta::gso`]).
         gso: Option<TcpGso>,
+        /// A super-frame of another kind (see [`RxMeta::unsupported_gso`]).
+        unsupported_gso: Option<u8>,
     },
     /// A frame bigger than a ring slot: only its first bytes were kept, so it is not
     /// forwarded (its real length).
@@ -410,17 +445,13 @@ impl RxRing {
                 } else {
                     VnetHdr::default()
                 };
-                let gso = vnet.tcp_gso();
-                let partial = gso.is_none()
-                    && (status & TP_STATUS_CSUMNOTREADY != 0
-                        || vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0);
-                if partial {
-                    complete_checksum(buf);
-                }
+                let (partial, gso, unsupported_gso) =
+                    rx_offloads(&vnet, status & TP_STATUS_CSUMNOTREADY != 0, buf);
                 Some(RingFrame::Frame {
                     len: snaplen,
                     checksum_completed: partial,
                     gso,
+                    unsupported_gso,
                 })
             };
             st.store(TP_STATUS_KERNEL, std::sync::atomic::Ordering::Release);
@@ -599,7 +630,8 @@ impl PacketSocket {
     /// given room for `max` bytes; the frame's bytes on return), their metadata into
     /// `metas` (cleared first); how many. Frames this host sent, truncated ones (bigger
     /// than `max`) and headerless ones are left out; partial checksums are completed as in
-    /// [`PacketSocket::recv`]. For sockets whose frames vary from 60 bytes to 64 KiB (a
+    /// [`PacketSocket::recv`] (told by the `virtio_net_hdr` or, without one, by each
+    /// message's `PACKET_AUXDATA`). For sockets whose frames vary from 60 bytes to 64 KiB (a
     /// workload's TSO), where a ring's fixed slots would hold few frames.
     pub fn recv_many(&self, bufs: &mut [Vec<u8>], max: usize, metas: &mut Vec<RxMeta>) -> usize {
         const MAX: usize = 64;
@@ -610,6 +642,8 @@ impl PacketSocket {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; 2]; MAX];
+        // Room for each message's PACKET_AUXDATA (CMSG_SPACE(20) = 40 bytes on 64-bit).
+        let mut cmsgs = [[0u64; 8]; MAX];
         // SAFETY: all-zero sockaddr_ll / mmsghdr are valid values.
         let mut slls: [libc::sockaddr_ll; MAX] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
@@ -631,9 +665,11 @@ impl PacketSocket {
             msgs[k].msg_hdr.msg_iovlen = 2 - first;
             msgs[k].msg_hdr.msg_name = (&mut slls[k] as *mut libc::sockaddr_ll).cast();
             msgs[k].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            msgs[k].msg_hdr.msg_control = cmsgs[k].as_mut_ptr().cast();
+            msgs[k].msg_hdr.msg_controllen = std::mem::size_of_val(&cmsgs[k]) as _;
         }
-        // SAFETY: msgs[..n] point at live iovecs, headers, addresses and buffers with room
-        // for `max` bytes each.
+        // SAFETY: msgs[..n] point at live iovecs, headers, addresses, control buffers and
+        // buffers with room for `max` bytes each.
         let got = unsafe {
             libc::recvmmsg(
                 self.fd.as_raw_fd(),
@@ -665,17 +701,17 @@ impl PacketSocket {
             } else {
                 VnetHdr::default()
             };
-            let gso = vnet.tcp_gso();
-            let partial = gso.is_none() && vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
-            if partial {
-                complete_checksum(&mut bufs[k]);
-            }
+            // SAFETY: msgs[k] was just filled by recvmmsg; cmsgs[k] is live.
+            let status = unsafe { aux_status(&msgs[k].msg_hdr) };
+            let (partial, gso, unsupported_gso) =
+                rx_offloads(&vnet, status & TP_STATUS_CSUMNOTREADY != 0, &mut bufs[k]);
             bufs.swap(kept, k);
             metas.push(RxMeta {
                 len,
                 ifindex: slls[k].sll_ifindex,
                 checksum_completed: partial,
                 gso,
+                unsupported_gso,
             });
             kept += 1;
         }
@@ -769,26 +805,10 @@ fn setsockopt(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -
     Ok(())
 }
 
-fn ones_sum(mut acc: u32, b: &[u8]) -> u32 {
-    let mut chunks = b.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-/// Recomputes the TCP or UDP checksum of an Ethernet/IPv4 frame in place (what the NIC would
-/// have done for a CHECKSUM_PARTIAL packet). Other frames are left as they are.
+/// Completes the checksum of an Ethernet/IPv4 frame in place, what the NIC would have done
+/// for a CHECKSUM_PARTIAL packet: TCP and UDP get the Internet checksum, SCTP its CRC32c
+/// (a veth's transmit checksum offload covers SCTP too, `NETIF_F_SCTP_CRC`: a pod's INIT
+/// arrives without one). Other frames (and fragments after the first) are left as they are.
 pub fn complete_checksum(frame: &mut [u8]) {
     if frame.len() < 34 || frame[12..14] != [0x08, 0x00] {
         return;
@@ -808,6 +828,12 @@ pub fn complete_checksum(frame: &mut [u8]) {
     let off = match proto {
         6 => 16,
         17 => 6,
+        132 => {
+            if let Ok(mut p) = sctp::Packet::new_checked(&mut frame[l4..end]) {
+                p.fill_checksum();
+            }
+            return;
+        }
         _ => return,
     };
     if l4 + off + 2 > end {
@@ -815,11 +841,8 @@ pub fn complete_checksum(frame: &mut [u8]) {
     }
     frame[l4 + off] = 0;
     frame[l4 + off + 1] = 0;
-    let len = (end - l4) as u32;
-    let mut acc = ones_sum(0, &frame[26..34]);
-    acc += u32::from(proto) + len;
-    acc = ones_sum(acc, &frame[l4..end]);
-    let mut c = fold(acc);
+    let ph = pseudo(frame, 14, proto, end - l4);
+    let mut c = fold_checksum(ones_sum(ph, &frame[l4..end]));
     if proto == 17 && c == 0 {
         c = 0xffff;
     }
@@ -836,6 +859,9 @@ pub const VNET_HDR_LEN: usize = 10;
 pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`.
 pub const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_UDP_L4`: a UDP GSO super-frame (`UDP_SEGMENT`), which
+/// `virtio_net_hdr_from_skb` reports to AF_PACKET on recent kernels.
+pub const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
 /// `VIRTIO_NET_HDR_GSO_ECN`: the super-frame's first segment carries CWR.
 pub const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 /// Largest IPv4 packet.
@@ -887,14 +913,23 @@ impl VnetHdr {
         b
     }
 
-    /// The TCP segmentation a received frame asks for; `None` for an ordinary frame (and
-    /// for GSO types other than TCP over IPv4, which the kernel does not hand to AF_PACKET).
+    /// The TCP segmentation a received frame asks for; `None` for an ordinary frame and for
+    /// other GSO types (see [`VnetHdr::unsupported_gso`]).
     pub fn tcp_gso(&self) -> Option<TcpGso> {
         (self.gso_type & !VIRTIO_NET_HDR_GSO_ECN == VIRTIO_NET_HDR_GSO_TCPV4 && self.gso_size > 0)
             .then_some(TcpGso {
                 mss: self.gso_size,
                 ecn: self.gso_type & VIRTIO_NET_HDR_GSO_ECN != 0,
             })
+    }
+
+    /// The `gso_type` of a super-frame that is not TCP over IPv4: the kernel hands AF_PACKET
+    /// TCP over IPv6 (4) and, since Linux 6.2, UDP GSO ([`VIRTIO_NET_HDR_GSO_UDP_L4`]) too.
+    /// This side cannot cut those, so such a frame is not forwarded. `None` for an ordinary
+    /// frame and a TCP/IPv4 one.
+    pub fn unsupported_gso(&self) -> Option<u8> {
+        (self.gso_type & !VIRTIO_NET_HDR_GSO_ECN != 0 && self.tcp_gso().is_none())
+            .then_some(self.gso_type)
     }
 }
 
@@ -984,14 +1019,13 @@ pub fn tcp_layers(f: &[u8]) -> Option<TcpLayers> {
         }
         47 => {
             let flags = be16(f, l4)?;
-            if be16(f, l4 + 2)? != 0x8847 || flags & 0x0007 != 0 {
+            // Not with a GRE checksum (C) or sequence number (S): segmenting would have to
+            // recompute the one and number the other per segment, which `segment_tcp` does
+            // not (the vrouter sets neither; a key, K, is the same in every segment).
+            if be16(f, l4 + 2)? != 0x8847 || flags & (0x8000 | 0x1000 | 0x0007) != 0 {
                 return None;
             }
-            // Checksum (C), key (K) and sequence number (S) fields, 4 bytes each.
-            let opt = [0x8000u16, 0x2000, 0x1000]
-                .iter()
-                .filter(|b| flags & **b != 0)
-                .count();
+            let opt = usize::from(flags & 0x2000 != 0);
             (Some(14), None, mpls_end(f, l4 + 4 + 4 * opt)?)
         }
         _ => return None,
@@ -1023,35 +1057,16 @@ pub fn tcp_layers(f: &[u8]) -> Option<TcpLayers> {
     })
 }
 
-/// Ones'-complement sum of `b` (big-endian 16-bit words, an odd last byte padded), added
-/// to `acc` — 32-bit words into a 64-bit accumulator, folded by [`fold16`].
-fn sum_words(mut acc: u64, b: &[u8]) -> u64 {
-    let mut c = b.chunks_exact(8);
-    for w in &mut c {
-        let v = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        acc += (v >> 32) + (v & 0xffff_ffff);
-    }
-    let mut r = c.remainder().chunks_exact(2);
-    for w in &mut r {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = r.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    acc
-}
-
-/// Folds a sum to 16 bits (not complemented).
-fn fold16(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// The IPv4 pseudo-header sum for a transport segment of `len` bytes.
-fn pseudo(f: &[u8], ip: usize, proto: u8, len: usize) -> u64 {
-    sum_words(0, &f[ip + 12..ip + 20]) + u64::from(proto) + len as u64
+/// Not folded ([`ones_sum`] keeps it below 2^17; the addends below 2^16 each), so it can
+/// seed another [`ones_sum`].
+fn pseudo(f: &[u8], ip: usize, proto: u8, len: usize) -> u32 {
+    ones_sum(0, &f[ip + 12..ip + 20]) + u32::from(proto) + len as u32
+}
+
+/// A sum folded to 16 bits, not complemented: what a partial checksum field holds.
+fn fold16(sum: u32) -> u16 {
+    !fold_checksum(sum)
 }
 
 fn put16(f: &mut [u8], at: usize, v: u16) {
@@ -1061,7 +1076,7 @@ fn put16(f: &mut [u8], at: usize, v: u16) {
 fn ip_header_checksum(f: &mut [u8], ip: usize) {
     let ihl = usize::from(f[ip] & 0x0f) * 4;
     put16(f, ip + 10, 0);
-    let c = !fold16(sum_words(0, &f[ip..ip + ihl]));
+    let c = fold_checksum(ones_sum(0, &f[ip..ip + ihl]));
     put16(f, ip + 10, c);
 }
 
@@ -1120,7 +1135,7 @@ pub fn segment_tcp(
         }
         put16(&mut s, l.tcp + 16, 0);
         let ph = pseudo(&s, l.ip, 6, seg_end - l.tcp);
-        let c = !fold16(sum_words(ph, &s[l.tcp..seg_end]));
+        let c = fold_checksum(ones_sum(ph, &s[l.tcp..seg_end]));
         put16(&mut s, l.tcp + 16, c);
         // The tunnel's outer headers.
         if let Some(o) = l.outer_ip {
@@ -1135,12 +1150,12 @@ pub fn segment_tcp(
                     let ph = pseudo(&s, o, 17, ulen);
                     let sum = if (l.tcp - u).is_multiple_of(2) {
                         // The TCP segment sums to !fold(its pseudo-header).
-                        let inner = u64::from(!fold16(pseudo(&s, l.ip, 6, seg_end - l.tcp)));
-                        sum_words(ph + inner, &s[u..l.tcp])
+                        let inner = u32::from(fold_checksum(pseudo(&s, l.ip, 6, seg_end - l.tcp)));
+                        ones_sum(ph + inner, &s[u..l.tcp])
                     } else {
-                        sum_words(ph, &s[u..seg_end])
+                        ones_sum(ph, &s[u..seg_end])
                     };
-                    let c = match !fold16(sum) {
+                    let c = match fold_checksum(sum) {
                         0 => 0xffff,
                         c => c,
                     };
@@ -1165,7 +1180,7 @@ pub fn gso_header(f: &mut [u8], l: &TcpLayers, gso: TcpGso) -> Option<VnetHdr> {
     put16(f, l.tcp + 16, 0);
     let ph = pseudo(f, l.ip, 6, tcp_len);
     if l.end - l.payload <= usize::from(gso.mss) {
-        let c = !fold16(sum_words(ph, &f[l.tcp..l.end]));
+        let c = fold_checksum(ones_sum(ph, &f[l.tcp..l.end]));
         put16(f, l.tcp + 16, c);
         return Some(VnetHdr::default());
     }
@@ -1190,8 +1205,9 @@ struct Run {
 }
 
 /// Joins runs of consecutive, in-order TCP segments of one connection into super-frames,
-/// what GRO does before a host's stack hands them to TCP, with GRO's rules: plain IPv4
-/// (no options, same TTL, TOS and DF), the same ports, acknowledgement, window and TCP
+/// what GRO does before a host's stack hands them to TCP, with GRO's rules: the same
+/// Ethernet header, plain IPv4 (no options, same TTL, TOS and DF), the same ports,
+/// acknowledgement, window and TCP
 /// options, only ACK (PSH, which ends the run) among the flags, every segment but the
 /// last exactly as long as the first, a verified TCP checksum, and at most one IPv4
 /// packet's worth. Anything else passes through unchanged, in order.
@@ -1225,6 +1241,8 @@ impl Coalescer {
                 && seg <= r.mss
                 && l.payload - l.ip == r.l.payload - r.l.ip
                 && r.l.end - r.l.ip + seg <= IP_MAX
+                // the Ethernet header (as GRO's compare_ether_header)
+                && f[..l.ip] == rf[..r.l.ip]
                 // addresses; TTL, protocol; TOS; DF
                 && f[l.ip + 12..l.ip + 20] == rf[r.l.ip + 12..r.l.ip + 20]
                 && f[l.ip + 8..l.ip + 10] == rf[r.l.ip + 8..r.l.ip + 10]
@@ -1303,7 +1321,7 @@ fn mergeable(f: &[u8]) -> Option<TcpLayers> {
         return None;
     }
     let ph = pseudo(f, l.ip, 6, l.end - l.tcp);
-    (fold16(sum_words(ph, &f[l.tcp..l.end])) == 0xffff).then_some(l)
+    (fold_checksum(ones_sum(ph, &f[l.tcp..l.end])) == 0).then_some(l)
 }
 
 #[cfg(test)]
@@ -1477,8 +1495,15 @@ mod tests {
             again.push(s)
         });
         assert_eq!(again, segs);
-        // Its partial checksum completes to the right one.
-        complete_checksum(&mut joined);
+        // Its partial checksum completes to the right one, finished as the receiving kernel
+        // (or a NIC) finishes CHECKSUM_PARTIAL: the ones'-complement sum from csum_start to
+        // the end *with the field as it is* (the pseudo-header seed gso_header put there),
+        // complemented, stored at csum_start + csum_offset.
+        assert!(!frame::checksums_ok(&joined), "still partial");
+        let start = usize::from(h.csum_start);
+        let at = start + usize::from(h.csum_offset);
+        let c = fold_checksum(ones_sum(0, &joined[start..]));
+        joined[at..at + 2].copy_from_slice(&c.to_be_bytes());
         assert!(frame::checksums_ok(&joined));
         assert_eq!(joined[lj.payload..lj.end], big[l.payload..l.end]);
     }
@@ -1550,6 +1575,139 @@ mod tests {
             tcp_layers(&cut).is_none(),
             "IPv4 total length beyond the frame"
         );
+    }
+
+    #[test]
+    fn completes_a_missing_sctp_crc32c() {
+        let a = Addrs {
+            src_mac: [2; 6],
+            dst_mac: [4; 6],
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            ttl: 64,
+        };
+        let init = sctp::Repr {
+            src_port: 40000,
+            dst_port: 9,
+            verification_tag: 0,
+            chunk: sctp::Chunk::Init(sctp::InitRepr {
+                initiate_tag: 0x1234_5678,
+                a_rwnd: 106_496,
+                outbound_streams: 10,
+                inbound_streams: 65_535,
+                initial_tsn: 42,
+            }),
+        };
+        let good = frame::sctp(&a, &init);
+        assert!(frame::checksums_ok(&good));
+        let l4 = 34;
+        // What a pod's kernel with tx-checksum-sctp hands over: no CRC at all (zero), or
+        // whatever the buffer held.
+        for junk in [[0u8; 4], [0xde, 0xad, 0xbe, 0xef]] {
+            let mut bad = good.clone();
+            bad[l4 + 8..l4 + 12].copy_from_slice(&junk);
+            assert!(!frame::checksums_ok(&bad));
+            complete_checksum(&mut bad);
+            assert_eq!(bad, good);
+        }
+        // Through the receive path's decision: checksum-not-ready from the auxdata, or
+        // NEEDS_CSUM in the vnet header (csum_offset 8: the CRC field).
+        let needs = VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            csum_start: l4 as u16,
+            csum_offset: 8,
+            ..VnetHdr::default()
+        };
+        for (h, not_ready) in [(VnetHdr::default(), true), (needs, false)] {
+            let mut bad = good.clone();
+            bad[l4 + 8..l4 + 12].fill(0);
+            assert_eq!(rx_offloads(&h, not_ready, &mut bad), (true, None, None));
+            assert_eq!(bad, good);
+        }
+    }
+
+    #[test]
+    fn a_udp_gso_super_frame_is_flagged_and_left_alone() {
+        let a = Addrs {
+            src_mac: [2; 6],
+            dst_mac: [4; 6],
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            ttl: 64,
+        };
+        let mut f = frame::udp(&a, 1000, 53, &vec![7u8; 4000]);
+        f[34 + 6] ^= 0x5a;
+        let before = f.clone();
+        let h = VnetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+            gso_size: 1400,
+            csum_start: 34,
+            csum_offset: 6,
+            hdr_len: 42,
+        };
+        assert_eq!(
+            rx_offloads(&h, true, &mut f),
+            (false, None, Some(VIRTIO_NET_HDR_GSO_UDP_L4))
+        );
+        assert_eq!(f, before, "not completed: it is not forwarded");
+        assert_eq!(VnetHdr::default().unsupported_gso(), None);
+        let tcp = VnetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN,
+            ..h
+        };
+        assert_eq!(tcp.unsupported_gso(), None);
+    }
+
+    #[test]
+    fn gre_with_a_checksum_or_sequence_number_is_not_segmented() {
+        let outer = encap::Outer {
+            addrs: Addrs {
+                src_mac: [6; 6],
+                dst_mac: [8; 6],
+                src: "192.168.0.11".parse().unwrap(),
+                dst: "192.168.0.12".parse().unwrap(),
+                ttl: 64,
+            },
+            entropy: 9,
+        };
+        let f = encap::encapsulate(
+            Encapsulation::MplsOverGre,
+            &outer,
+            17,
+            &super_frame(3000, false),
+        );
+        let gre = 34;
+        assert!(tcp_layers(&f).is_some(), "the vrouter's GRE: no C, K or S");
+        for bit in [0x80u8, 0x10] {
+            let mut g = f.clone();
+            g[gre] |= bit;
+            assert!(tcp_layers(&g).is_none(), "GRE flags {:#x}", g[gre]);
+        }
+    }
+
+    #[test]
+    fn segments_with_another_ethernet_header_are_not_joined() {
+        let big = super_frame(3000, false);
+        let l = tcp_layers(&big).unwrap();
+        let mut segs = Vec::new();
+        let gso = TcpGso {
+            mss: 1000,
+            ecn: false,
+        };
+        segment_tcp(&big, &l, gso, Vec::new, |s| segs.push(s));
+        assert_eq!(segs.len(), 3);
+        // The second one from another MAC (its checksums untouched: MACs are not covered).
+        segs[1][6..12].copy_from_slice(&[0x0a; 6]);
+        let mut c = Coalescer::default();
+        let mut out = Vec::new();
+        for s in segs.clone() {
+            c.push(s, &mut |f, h| out.push((f, h)), &mut |_| {});
+        }
+        c.flush(&mut |f, h| out.push((f, h)));
+        let frames: Vec<Vec<u8>> = out.iter().map(|(f, _)| f.clone()).collect();
+        assert_eq!(frames, segs);
+        assert_eq!(c.merged, 0);
     }
 
     #[test]

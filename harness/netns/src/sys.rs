@@ -130,7 +130,9 @@ pub(crate) fn offloads_off(ifname: &str) -> io::Result<()> {
 /// checksum, forwards a super-frame through the forwarding core once, and cuts it into
 /// wire-sized segments with complete checksums wherever it leaves the node (what the NIC
 /// would do with TSO), or hands it whole to a local pod. The MTU, and so every frame on the
-/// underlay, is unchanged.
+/// underlay, is unchanged. Transmit checksum offload on a veth covers SCTP's CRC32c too
+/// (`NETIF_F_SCTP_CRC`): a pod's SCTP packets reach the vrouter without one, and it
+/// completes them like a TCP/UDP checksum (`packet::complete_checksum`).
 pub(crate) fn pod_offloads(ifname: &str) -> io::Result<()> {
     offloads(
         ifname,

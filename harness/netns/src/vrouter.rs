@@ -39,8 +39,14 @@ pub(crate) enum Role {
     Fabric,
     /// The vrouter's end of the vhost0 pair (the node's own IP stack).
     Host,
-    /// A workload's tap (VMI uuid).
+    /// A workload's tap (VMI uuid): frames go with a `virtio_net_hdr` (TCP super-frames in
+    /// both directions, segments joined GRO-style towards the pod).
     Tap(String),
+    /// A service instance's tap (VMI uuid): to the forwarding core a tap like a pod's, but
+    /// wire frames only, no `virtio_net_hdr` and no joining — the instance's kernel forwards
+    /// (and its nftables rules count) the packets a wire would carry; its namespace has
+    /// offloads off.
+    InstanceTap(String),
     /// The gateway's link to an external client (client name).
     Client(String),
 }
@@ -68,9 +74,12 @@ pub struct ForwarderStats {
     pub rx: AtomicU64,
     /// Frames written.
     pub tx: AtomicU64,
-    /// Frames whose TCP/UDP checksum the kernel left partial and this side completed.
+    /// Frames whose TCP/UDP checksum (SCTP CRC32c) the kernel left partial and this side
+    /// completed.
     pub checksums_completed: AtomicU64,
-    /// Frames the forwarding core dropped.
+    /// Frames dropped: by the forwarding core, or here before it (a frame too big for a
+    /// ring slot, a super-frame this side cannot cut); each with its reason in
+    /// `recent_drops`.
     pub dropped: AtomicU64,
     /// Frames that could not be written (queue full, interface gone).
     pub send_errors: AtomicU64,
@@ -117,7 +126,27 @@ fn ingress_of(role: &Role) -> Ingress<'_> {
     match role {
         Role::Fabric | Role::Client(_) => Ingress::Fabric,
         Role::Host => Ingress::Host,
-        Role::Tap(vmi) => Ingress::Tap(vmi),
+        Role::Tap(vmi) | Role::InstanceTap(vmi) => Ingress::Tap(vmi),
+    }
+}
+
+/// Whether the model's interface `vmi` is a service instance's (left, right or management
+/// side of a service chain's instance).
+fn is_service_interface(dp: &Mutex<Dataplane>, vmi: &str) -> bool {
+    let dp = dp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let model = &dp.control().model;
+    model
+        .interface_by_uuid
+        .get(vmi)
+        .and_then(|i| model.interfaces.get(*i))
+        .is_some_and(|itf| itf.service.is_some())
+}
+
+/// The VMI of a workload's or service instance's tap.
+fn tap_vmi(role: &Role) -> Option<&str> {
+    match role {
+        Role::Tap(v) | Role::InstanceTap(v) => Some(v),
+        _ => None,
     }
 }
 
@@ -164,7 +193,10 @@ impl VrouterHandle {
     }
 
     /// Starts forwarding the workload tap `ifname` (already created in the node's namespace)
-    /// of interface `vmi`; returns once its socket is open.
+    /// of interface `vmi`; returns once its socket is open. A pod's tap exchanges TCP
+    /// super-frames with the pod's kernel ([`Role::Tap`]); when the model says `vmi` is a
+    /// service interface (`service_interface_type`, as `service::is_service` reads it), the
+    /// tap is a service instance's and carries wire frames only ([`Role::InstanceTap`]).
     pub fn add_tap(&self, ifname: &str, vmi: &str) -> Result<(), NetnsError> {
         let (reply, rx) = mpsc::channel();
         self.tx
@@ -200,7 +232,7 @@ struct Link {
     sock: PacketSocket,
     /// `None` on a kernel without receive rings: then one `recvmsg` per frame.
     ring: Option<RxRing>,
-    /// Joins TCP segments for a workload's kernel (taps only).
+    /// Joins TCP segments for a workload's kernel (pods' taps only).
     coalescer: Coalescer,
     /// Frames read with one `recvmmsg` (taps), not yet handed out: `got[..ready]`, the next
     /// at `next`.
@@ -210,9 +242,10 @@ struct Link {
 }
 
 impl Link {
-    /// Opens the interface's socket. A workload's tap exchanges frames with a
+    /// Opens the interface's socket. A pod's tap exchanges frames with a
     /// `virtio_net_hdr` (the pod's kernel hands over TCP super-frames, and takes them
-    /// whole); the other interfaces carry wire-sized frames.
+    /// whole); the other interfaces, a service instance's tap among them, carry wire-sized
+    /// frames.
     fn open(port: Port, slot: usize, ns: &str) -> Result<Link, NetnsError> {
         let err = |e| NetnsError::Io {
             what: format!("AF_PACKET socket on {} in {ns}", port.ifname),
@@ -224,6 +257,10 @@ impl Link {
         let ring = match port.role {
             Role::Tap(_) => {
                 sock.enable_vnet_hdr().map_err(err)?;
+                sock.force_rcvbuf(TAP_RCVBUF);
+                None
+            }
+            Role::InstanceTap(_) => {
                 sock.force_rcvbuf(TAP_RCVBUF);
                 None
             }
@@ -264,6 +301,7 @@ impl Link {
                     len: m.len,
                     checksum_completed: m.checksum_completed,
                     gso: m.gso,
+                    unsupported_gso: m.unsupported_gso,
                 })
             }
         }
@@ -353,6 +391,10 @@ pub(crate) fn spawn(
     }
 }
 
+/// A frame read, for the forwarding core: (link index, frame, for a TCP super-frame how to
+/// cut it and its payload bytes).
+type Received = (usize, Vec<u8>, Option<(TcpGso, usize)>);
+
 /// The state of one forwarder thread.
 struct Fwd {
     who: Forwarder,
@@ -379,7 +421,7 @@ impl Targets {
             match &l.port.role {
                 Role::Fabric => t.fabric = Some(i),
                 Role::Host => t.host = Some(i),
-                Role::Tap(v) => {
+                Role::Tap(v) | Role::InstanceTap(v) => {
                     t.by_tap.insert(v.clone(), i);
                 }
                 Role::Client(c) => {
@@ -415,14 +457,18 @@ impl Fwd {
     }
 
     /// Acts on pending requests; whether the interfaces changed.
-    fn control(&mut self) -> bool {
+    fn control(&mut self, dp: &Mutex<Dataplane>) -> bool {
         let mut changed = false;
         while let Ok(c) = self.ctl.try_recv() {
             match c {
-                Control::AddTap { port, reply } => {
-                    if let Role::Tap(vmi) = &port.role {
-                        self.links
-                            .retain(|l| !matches!(&l.port.role, Role::Tap(v) if v == vmi));
+                Control::AddTap { mut port, reply } => {
+                    if let Role::Tap(vmi) = &port.role
+                        && is_service_interface(dp, vmi)
+                    {
+                        port.role = Role::InstanceTap(vmi.clone());
+                    }
+                    if let Some(vmi) = tap_vmi(&port.role) {
+                        self.links.retain(|l| tap_vmi(&l.port.role) != Some(vmi));
                     }
                     let r = Link::open(port, self.slot, &self.ns).map(|l| self.links.push(l));
                     changed = true;
@@ -430,7 +476,7 @@ impl Fwd {
                 }
                 Control::RemoveTap { vmi, reply } => {
                     self.links
-                        .retain(|l| !matches!(&l.port.role, Role::Tap(v) if *v == vmi));
+                        .retain(|l| tap_vmi(&l.port.role) != Some(vmi.as_str()));
                     changed = true;
                     let _ = reply.send(());
                 }
@@ -450,7 +496,7 @@ impl Fwd {
         let mut targets = Targets::of(&self.links);
         let mut fds = self.pollfds();
         let mut pool: Vec<Vec<u8>> = Vec::with_capacity(POOL);
-        let mut batch: Vec<(usize, Vec<u8>, Option<TcpGso>)> = Vec::with_capacity(BATCH * 4);
+        let mut batch: Vec<Received> = Vec::with_capacity(BATCH * 4);
         let mut outs: Vec<Egress> = Vec::with_capacity(BATCH * 4);
         // The virtio_net_hdr of `outs[k]` for a tap (a super-frame the pod's kernel takes
         // whole); shorter than `outs` where the rest are ordinary frames.
@@ -462,7 +508,7 @@ impl Fwd {
         let mut yielded = false;
         let mut last_tick = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            if self.control() {
+            if self.control(dp) {
                 targets = Targets::of(&self.links);
                 fds = self.pollfds();
             }
@@ -470,47 +516,72 @@ impl Fwd {
             for (i, link) in self.links.iter_mut().enumerate() {
                 for _ in 0..BATCH {
                     let mut buf = pool.pop().unwrap_or_else(|| Vec::with_capacity(self.slot));
+                    let at = |l: &Link| format!("{} ({})", l.port.ifname, role_name(&l.port.role));
                     match link.read(&mut buf) {
                         Some(RingFrame::Frame {
                             checksum_completed,
                             gso,
+                            unsupported_gso,
                             ..
                         }) => {
                             if checksum_completed {
                                 stats.checksums_completed.fetch_add(1, Ordering::Relaxed);
                             }
-                            match gso {
-                                Some(g) => {
-                                    stats.super_frames.fetch_add(1, Ordering::Relaxed);
-                                    // Forwarded whole when its tunnel fits one IPv4 packet;
-                                    // otherwise cut here, as the pod's NIC would have.
-                                    match tcp_layers(&buf) {
-                                        Some(l)
-                                            if l.end - l.ip + MAX_TUNNEL_OVERHEAD
-                                                <= usize::from(u16::MAX) =>
-                                        {
-                                            batch.push((i, buf, Some(g)))
-                                        }
-                                        Some(l) => {
-                                            segment_tcp(
-                                                &buf,
-                                                &l,
-                                                g,
-                                                || pool.pop().unwrap_or_default(),
-                                                |s| batch.push((i, s, None)),
-                                            );
-                                            pool.push(buf);
-                                        }
-                                        None => batch.push((i, buf, None)),
-                                    }
+                            if let Some(t) = unsupported_gso {
+                                drops.push((
+                                    at(link),
+                                    format!(
+                                        "a super-frame of GSO type {t} ({}, {} bytes): only TCP/IPv4 super-frames are cut into segments here",
+                                        gso_type_name(t),
+                                        buf.len()
+                                    ),
+                                ));
+                                pool.push(buf);
+                                continue;
+                            }
+                            let Some(g) = gso else {
+                                batch.push((i, buf, None));
+                                continue;
+                            };
+                            stats.super_frames.fetch_add(1, Ordering::Relaxed);
+                            // Forwarded whole when its tunnel fits one IPv4 packet; otherwise
+                            // cut here, as the pod's NIC would have.
+                            match tcp_layers(&buf) {
+                                Some(l)
+                                    if l.end - l.ip + MAX_TUNNEL_OVERHEAD
+                                        <= usize::from(u16::MAX) =>
+                                {
+                                    batch.push((i, buf, Some((g, l.end - l.payload))))
                                 }
-                                None => batch.push((i, buf, None)),
+                                Some(l) => {
+                                    segment_tcp(
+                                        &buf,
+                                        &l,
+                                        g,
+                                        || pool.pop().unwrap_or_default(),
+                                        |s| batch.push((i, s, None)),
+                                    );
+                                    pool.push(buf);
+                                }
+                                None => {
+                                    // Its checksum is partial and it is no wire frame: sent
+                                    // on as it is, it would reach nobody intact.
+                                    drops.push((
+                                        at(link),
+                                        format!(
+                                            "a TCP super-frame ({} bytes, segment size {}) whose headers do not parse as Ethernet/IPv4/TCP: it cannot be cut into segments",
+                                            buf.len(),
+                                            g.mss
+                                        ),
+                                    ));
+                                    pool.push(buf);
+                                }
                             }
                         }
                         Some(RingFrame::Truncated(len)) => {
                             pool.push(buf);
                             drops.push((
-                                format!("{} ({})", link.port.ifname, role_name(&link.port.role)),
+                                at(link),
                                 format!("a frame of {len} bytes does not fit a receive-ring slot of {} bytes (MTU too large for the ring)", self.slot),
                             ));
                         }
@@ -521,20 +592,72 @@ impl Fwd {
                     }
                 }
             }
-            // 0. The node's ingress proxies' timers: what they send leaves with this pass.
-            if let Forwarder::Node(node) = &self.who
-                && last_tick.elapsed() >= TICK
-            {
-                last_tick = std::time::Instant::now();
+            let read = batch.len();
+            let tick_due = matches!(self.who, Forwarder::Node(_)) && last_tick.elapsed() >= TICK;
+            // 2. Forward the whole batch under one lock; then, under the same lock, the
+            //    node's ingress proxies' timers when due (connect timeouts,
+            //    retransmissions, idle expiry), after the batch: a SYN-ACK read in this pass
+            //    reaches its session before a connect timeout can fire on it. What the
+            //    timers send leaves with this pass.
+            if read > 0 || tick_due {
                 let mut dp = dp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                // The only error is an unknown node, and this thread's node is known.
-                if let Ok(rx) = dp.tick(node, last_tick) {
-                    outs.extend(rx.egress);
+                for (i, frame, gso) in batch.drain(..) {
+                    let role = &self.links[i].port.role;
+                    let r = match &self.who {
+                        Forwarder::Node(node) => dp.node_rx(node, ingress_of(role), frame, false),
+                        Forwarder::Gateway => match role {
+                            Role::Client(c) => dp.gateway_rx(Some(c), frame, false),
+                            // ARP and other non-IPv4 frames on the underlay are not for the
+                            // gateway (its neighbours know its MAC statically).
+                            _ if harness_vrouter_sim::wire::frame::ethertype(&frame) != 0x0800 => {
+                                if pool.len() < POOL {
+                                    pool.push(frame);
+                                }
+                                continue;
+                            }
+                            _ => dp.gateway_rx(None, frame, false),
+                        },
+                    };
+                    match r {
+                        Ok(rx) => {
+                            match gso {
+                                None => outs.extend(rx.egress),
+                                Some((g, payload)) => super_egress(
+                                    rx.egress,
+                                    g,
+                                    payload,
+                                    |p| {
+                                        targets
+                                            .get(p)
+                                            .is_some_and(|t| self.links[t].sock.vnet_hdr())
+                                    },
+                                    &mut outs,
+                                    &mut out_hdr,
+                                    &mut pool,
+                                    &mut drops,
+                                ),
+                            }
+                            if let Some(d) = rx.dropped {
+                                drops.push(d);
+                            }
+                        }
+                        Err(e) => drops.push((
+                            format!("{} ({})", self.links[i].port.ifname, role_name(role)),
+                            e.to_string(),
+                        )),
+                    }
+                }
+                if tick_due && let Forwarder::Node(node) = &self.who {
+                    last_tick = std::time::Instant::now();
+                    // The only error is an unknown node, and this thread's node is known.
+                    if let Ok(rx) = dp.tick(node, last_tick) {
+                        outs.extend(rx.egress);
+                    }
                 }
             }
-            if batch.is_empty() && drops.is_empty() && outs.is_empty() {
-                // 2. Nothing waiting anywhere: sleep until an interface or a request wakes
-                //    us (or the stop flag is due a look).
+            if read == 0 && drops.is_empty() && outs.is_empty() {
+                // 3. Nothing read, nothing emitted: sleep until an interface or a request
+                //    wakes us (or the stop flag or the next tick is due a look).
                 if self
                     .links
                     .iter()
@@ -566,56 +689,11 @@ impl Fwd {
                 continue;
             }
             yielded = false;
-            stats.rx.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            // 3. Forward the whole batch under one lock.
-            {
-                let mut dp = dp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (i, frame, gso) in batch.drain(..) {
-                    let role = &self.links[i].port.role;
-                    let r = match &self.who {
-                        Forwarder::Node(node) => dp.node_rx(node, ingress_of(role), frame, false),
-                        Forwarder::Gateway => match role {
-                            Role::Client(c) => dp.gateway_rx(Some(c), frame, false),
-                            // ARP and other non-IPv4 frames on the underlay are not for the
-                            // gateway (its neighbours know its MAC statically).
-                            _ if harness_vrouter_sim::wire::frame::ethertype(&frame) != 0x0800 => {
-                                if pool.len() < POOL {
-                                    pool.push(frame);
-                                }
-                                continue;
-                            }
-                            _ => dp.gateway_rx(None, frame, false),
-                        },
-                    };
-                    match r {
-                        Ok(rx) => {
-                            match gso {
-                                None => outs.extend(rx.egress),
-                                Some(g) => super_egress(
-                                    rx.egress,
-                                    g,
-                                    |p| {
-                                        targets
-                                            .get(p)
-                                            .is_some_and(|t| self.links[t].sock.vnet_hdr())
-                                    },
-                                    &mut outs,
-                                    &mut out_hdr,
-                                    &mut pool,
-                                ),
-                            }
-                            if let Some(d) = rx.dropped {
-                                drops.push(d);
-                            }
-                        }
-                        Err(e) => drops.push((
-                            format!("{} ({})", self.links[i].port.ifname, role_name(role)),
-                            e.to_string(),
-                        )),
-                    }
-                }
+            if read > 0 {
+                stats.rx.fetch_add(read as u64, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
             }
+            // 4. Record the drops, with their reasons.
             if !drops.is_empty() {
                 stats
                     .dropped
@@ -631,7 +709,7 @@ impl Fwd {
                     recent.push_back(d);
                 }
             }
-            // 4. Write what the batch emitted: one sendmmsg per interface, in order.
+            // 5. Write what the pass emitted: one sendmmsg per interface, in order.
             per_link.resize_with(self.links.len(), Vec::new);
             let mut unroutable = 0u64;
             for (k, e) in outs.iter().enumerate() {
@@ -647,14 +725,15 @@ impl Fwd {
                 }
                 let link = &mut self.links[t];
                 if link.sock.vnet_hdr() {
-                    // A workload's kernel: consecutive segments of one connection go as
-                    // one super-frame (GRO), super-frames from a local pod stay whole.
+                    // A pod's kernel: consecutive segments of one connection go as one
+                    // super-frame (GRO), super-frames from a local pod stay whole.
                     let mut emit = |f: Vec<u8>, h: VnetHdr| wire.push((f, h));
                     let mut recycle = |f: Vec<u8>| {
                         if pool.len() < POOL {
                             pool.push(f);
                         }
                     };
+                    let merged_before = link.coalescer.merged;
                     for k in ks.iter() {
                         let f = std::mem::take(&mut outs[*k].frame);
                         match out_hdr[*k] {
@@ -666,9 +745,10 @@ impl Fwd {
                         }
                     }
                     link.coalescer.flush(&mut emit);
+                    // Every tap of the thread adds to the one counter.
                     stats
                         .coalesced
-                        .store(link.coalescer.merged, Ordering::Relaxed);
+                        .fetch_add(link.coalescer.merged - merged_before, Ordering::Relaxed);
                 } else {
                     wire.extend(
                         ks.iter()
@@ -704,21 +784,42 @@ impl Fwd {
     }
 }
 
-/// What the forwarding core emitted for a TCP super-frame: whole to a workload's tap
-/// (`to_vnet`: the pod's kernel takes it as one packet), cut into wire-sized segments
-/// anywhere else (the underlay, vhost0) — the super-frame's checksum is still partial, so
-/// even a frame that fits one segment gets it completed here.
+/// What the forwarding core emitted for a TCP super-frame of `payload` bytes: whole to a
+/// pod's tap (`to_vnet`: the pod's kernel takes it as one packet), cut into wire-sized
+/// segments anywhere else (the underlay, vhost0, a service instance) — the super-frame's
+/// checksum is still partial, so even a frame that fits one segment gets it completed here.
+/// An emitted frame with no TCP segment this side can find is either one the core made in
+/// answer (an ICMP error quoting a header: shorter than the payload, complete, sent as it
+/// is) or the super-frame itself in a form that cannot be cut (dropped into `drops` with the
+/// reason: sent as it is, its partial checksum would reach nobody intact).
+#[allow(clippy::too_many_arguments)]
 fn super_egress(
     egress: Vec<Egress>,
     gso: TcpGso,
+    payload: usize,
     to_vnet: impl Fn(&Place) -> bool,
     outs: &mut Vec<Egress>,
     out_hdr: &mut Vec<Option<VnetHdr>>,
     pool: &mut Vec<Vec<u8>>,
+    drops: &mut Vec<(String, String)>,
 ) {
     for mut e in egress {
         let Some(l) = tcp_layers(&e.frame) else {
-            outs.push(e);
+            if e.frame.len() < payload {
+                outs.push(e);
+                continue;
+            }
+            drops.push((
+                place_name(&e.place),
+                format!(
+                    "a TCP super-frame ({} bytes, segment size {}) left the forwarding core in a form whose headers do not parse (an encapsulation this side cannot cut into segments)",
+                    e.frame.len(),
+                    gso.mss
+                ),
+            ));
+            if pool.len() < POOL {
+                pool.push(e.frame);
+            }
             continue;
         };
         if to_vnet(&e.place)
@@ -747,11 +848,126 @@ fn super_egress(
     }
 }
 
+/// A GSO type's name (`virtio_net_hdr`'s `gso_type`, ECN bit aside).
+fn gso_type_name(t: u8) -> &'static str {
+    match t & !crate::packet::VIRTIO_NET_HDR_GSO_ECN {
+        1 => "TCP over IPv4",
+        3 => "UDP fragmentation",
+        4 => "TCP over IPv6",
+        5 => "UDP GSO",
+        _ => "unknown",
+    }
+}
+
+/// Where an emitted frame was going, for a drop's record.
+fn place_name(p: &Place) -> String {
+    match p {
+        Place::Fabric => "to the fabric".into(),
+        Place::Host => "to vhost0".into(),
+        Place::Tap(v) => format!("to the tap of {v}"),
+        Place::Client(c) => format!("to client {c}"),
+    }
+}
+
 fn role_name(r: &Role) -> String {
     match r {
         Role::Fabric => "fabric".into(),
         Role::Host => "vhost0".into(),
         Role::Tap(v) => format!("tap of {v}"),
+        Role::InstanceTap(v) => format!("service instance tap of {v}"),
         Role::Client(c) => format!("client {c}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harness_scenario::Encapsulation;
+    use harness_vrouter_sim::wire::encap;
+    use harness_vrouter_sim::wire::frame::{self, Addrs, IcmpError, TcpFlags};
+
+    fn addrs(src: &str, dst: &str) -> Addrs {
+        Addrs {
+            src_mac: [2; 6],
+            dst_mac: [4; 6],
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            ttl: 64,
+        }
+    }
+
+    #[test]
+    fn a_super_frames_egress_is_cut_answered_or_dropped_with_a_reason() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 31 + i / 97) as u8).collect();
+        let flags = TcpFlags {
+            ack: true,
+            ..TcpFlags::default()
+        };
+        let big = frame::tcp(
+            &addrs("10.0.0.1", "10.0.0.2"),
+            40000,
+            80,
+            1,
+            1,
+            flags,
+            &payload,
+        );
+        let outer = encap::Outer {
+            addrs: addrs("192.168.0.11", "192.168.0.12"),
+            entropy: 3,
+        };
+        let tunnelled = encap::encapsulate(Encapsulation::MplsOverGre, &outer, 17, &big);
+        // The same with a GRE checksum announced: a tunnel this side cannot cut.
+        let mut uncuttable = tunnelled.clone();
+        uncuttable[34] |= 0x80;
+        let answer = frame::icmp_error(
+            &addrs("10.0.0.2", "10.0.0.1"),
+            IcmpError::Unreachable(3),
+            &big[14..],
+        );
+        let egress = vec![
+            Egress {
+                place: Place::Fabric,
+                frame: tunnelled,
+            },
+            Egress {
+                place: Place::Tap("vmi-a".into()),
+                frame: answer.clone(),
+            },
+            Egress {
+                place: Place::Fabric,
+                frame: uncuttable,
+            },
+        ];
+        let gso = TcpGso {
+            mss: 1448,
+            ecn: false,
+        };
+        let (mut outs, mut hdrs, mut pool, mut drops) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        super_egress(
+            egress,
+            gso,
+            payload.len(),
+            |_| false,
+            &mut outs,
+            &mut hdrs,
+            &mut pool,
+            &mut drops,
+        );
+        // Four wire segments, then the ICMP answer as it was; the uncuttable one dropped.
+        assert_eq!(
+            outs.len(),
+            5,
+            "{:?}",
+            outs.iter().map(|e| e.frame.len()).collect::<Vec<_>>()
+        );
+        assert!(outs[..4].iter().all(|e| e.place == Place::Fabric
+            && e.frame.len() <= 1514 + 50
+            && frame::checksums_ok(&e.frame)));
+        assert_eq!(outs[4].frame, answer);
+        assert_eq!(drops.len(), 1, "{drops:?}");
+        assert_eq!(drops[0].0, "to the fabric");
+        assert!(drops[0].1.contains("do not parse"), "{drops:?}");
     }
 }

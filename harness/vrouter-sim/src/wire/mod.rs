@@ -45,8 +45,9 @@ pub(crate) type Field = core::ops::Range<usize>;
 /// folded back to at most 17 bits so callers can keep adding. Eight bytes at a time into a
 /// 64-bit accumulator (the sum of 32-bit words folds to the same 16-bit sum, as
 /// 2^16 ≡ 1 mod 0xffff): frames of up to 64 KiB (a TCP super-frame through a tunnel) cost
-/// a quarter of a word-by-word loop.
-pub(crate) fn ones_sum(sum: u32, data: &[u8]) -> u32 {
+/// a quarter of a word-by-word loop. Public so the netns dataplane's segmentation and
+/// checksum completion share this one implementation.
+pub fn ones_sum(sum: u32, data: &[u8]) -> u32 {
     let mut acc = u64::from(sum);
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
@@ -67,7 +68,7 @@ pub(crate) fn ones_sum(sum: u32, data: &[u8]) -> u32 {
 }
 
 /// Folds a one's complement sum and complements it: the Internet checksum.
-pub(crate) fn fold_checksum(mut sum: u32) -> u16 {
+pub fn fold_checksum(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
