@@ -347,7 +347,7 @@ pub(crate) fn sysctls(pairs: &[(&str, &str)]) -> std::io::Result<()> {
 /// the `default` values): no IPv6 (no router solicitations, DAD or MLD on the wire), no
 /// kernel forwarding, no reverse-path filter, ICMP errors and echo replies never rate-limited
 /// (a refused probe must not turn into a timeout under load), ping sockets for root.
-pub(crate) const BASE_SYSCTLS: [(&str, &str); 8] = [
+const BASE_SYSCTLS: [(&str, &str); 7] = [
     ("net/ipv6/conf/all/disable_ipv6", "1"),
     ("net/ipv6/conf/default/disable_ipv6", "1"),
     ("net/ipv4/ip_forward", "0"),
@@ -355,8 +355,19 @@ pub(crate) const BASE_SYSCTLS: [(&str, &str); 8] = [
     ("net/ipv4/conf/default/rp_filter", "0"),
     ("net/ipv4/icmp_ratelimit", "0"),
     ("net/ipv4/ping_group_range", "0 2147483647"),
-    ("net/ipv4/icmp_msgs_per_sec", "1000000"),
 ];
+
+/// Base sysctls that older kernels keep global (not per namespace): set where they can be.
+const BASE_SYSCTLS_BEST_EFFORT: [(&str, &str); 1] = [("net/ipv4/icmp_msgs_per_sec", "1000000")];
+
+/// Sets the base sysctls in the calling thread's namespace (run it on a thread that entered
+/// the namespace, e.g. a [`Job`]): [`BASE_SYSCTLS`] must take, [`BASE_SYSCTLS_BEST_EFFORT`]
+/// is tried.
+pub(crate) fn base_sysctls() -> std::io::Result<()> {
+    sysctls(&BASE_SYSCTLS)?;
+    let _ = sysctls(&BASE_SYSCTLS_BEST_EFFORT);
+    Ok(())
+}
 
 impl NetnsDataplane {
     /// Builds the topology of `dp` in network namespaces and starts it: one namespace per node
@@ -442,9 +453,7 @@ impl NetnsDataplane {
                     let node = node_set.contains(&ns);
                     let underlay = ns == l.underlay;
                     let f: Job = Box::new(move || {
-                        sysctls(&BASE_SYSCTLS[..7])?;
-                        // Older kernels keep this one global: best effort.
-                        let _ = sysctls(&BASE_SYSCTLS[7..]);
+                        base_sysctls()?;
                         if underlay {
                             // The underlay is a switch: frames it bridges do not go through
                             // iptables (br_netfilter, when loaded, would call it for each).

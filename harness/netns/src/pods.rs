@@ -19,7 +19,7 @@ use harness_agent::ServerHandle;
 use harness_vrouter_sim::io::PortInfo;
 use harness_vrouter_sim::{Dataplane, ServedPort};
 
-use crate::cluster::{BASE_SYSCTLS, Job, Layout, NetnsDataplane, mac_str, spawn_all, sysctls};
+use crate::cluster::{Job, Layout, NetnsDataplane, base_sysctls, mac_str, spawn_all};
 use crate::{NetnsError, ip, probe, sys};
 
 /// A wired pod.
@@ -39,7 +39,8 @@ pub(crate) struct Pods {
     pub pods: Vec<PodNs>,
     /// Destinations a probe may go to (addresses some device of the topology owns).
     pub allowed: HashSet<Ipv4Addr>,
-    /// Endpoints of the model without a namespace, with the reason.
+    /// Endpoints of the model without a namespace, with the reason (including service
+    /// instances whose wiring failed at the last sync).
     pub skipped: Vec<(String, String)>,
     /// Routes the fabric hosts carry to ip-fabric-forwarded pods: (pod, node vhost).
     pub fabric_pod_routes: Vec<(Ipv4Addr, Ipv4Addr)>,
@@ -56,6 +57,23 @@ impl Pods {
             .iter()
             .find(|p| p.endpoint == endpoint)
             .map(|p| p.ns.clone())
+    }
+
+    /// The tap names in use on each node, pods' and service instances' alike: a new tap
+    /// must not take one ([`tap_name`]).
+    pub fn taps_by_node(&self) -> HashMap<String, HashSet<String>> {
+        let mut taken: HashMap<String, HashSet<String>> = HashMap::new();
+        let pods = self
+            .pods
+            .iter()
+            .map(|p| (p.itf.node.as_str(), p.tap.as_str()));
+        for (node, tap) in pods.chain(self.services.taps()) {
+            taken
+                .entry(node.to_owned())
+                .or_default()
+                .insert(tap.to_owned());
+        }
+        taken
     }
 
     /// Hands over every pod's probe agent (for cleanup to shut down).
@@ -77,6 +95,11 @@ pub struct SyncReport {
     pub unwired: Vec<String>,
     /// Fabric-host routes to ip-fabric-forwarded pods added, changed or removed.
     pub routes_changed: usize,
+    /// Service instances whose wiring failed this time, with the error: nothing of them is
+    /// left, [`NetnsDataplane::skipped`] gives the same reason, and the next sync tries them
+    /// again. A failed attempt changes nothing, so it does not count in
+    /// [`SyncReport::is_empty`].
+    pub failed: Vec<(String, String)>,
 }
 
 impl SyncReport {
@@ -169,14 +192,21 @@ fn desired(dp: &Dataplane, layout: &Layout) -> Desired {
     }
 }
 
-/// A tap's name: `tap` + the last 11 hex digits of the VMI uuid (as Contrail names taps
-/// after the uuid), or `tap<index>` when two would collide.
-fn tap_name(vmi: &str, index: usize, taken: &mut HashSet<String>) -> String {
-    let hex: String = vmi.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    let tail = &hex[hex.len().saturating_sub(11)..];
-    let mut name = format!("tap{tail}");
-    if tail.is_empty() || taken.contains(&name) {
-        name = format!("tap{index}");
+/// How many leading characters of the VMI uuid a tap's name carries (Contrail's, as Nova's:
+/// `tap` + `uuid[:11]`, e.g. `tap1f2e3d4c-00`; 14 characters, within IFNAMSIZ).
+const TAP_UUID_CHARS: usize = 11;
+
+/// A tap's name as Contrail names it: `tap` + the first 11 characters of the VMI uuid, or
+/// `fallback` when that name is already taken on the node (uuids that share their first 11
+/// characters, as test fixtures' sequential ones do) or the uuid does not make an interface
+/// name (empty, or characters other than letters, digits and `-`). The name is added to
+/// `taken`, the node's names so far ([`Pods::taps_by_node`]).
+pub(crate) fn tap_name(vmi: &str, fallback: String, taken: &mut HashSet<String>) -> String {
+    let head: String = vmi.chars().take(TAP_UUID_CHARS).collect();
+    let usable = !head.is_empty() && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let mut name = format!("tap{head}");
+    if !usable || taken.contains(&name) {
+        name = fallback;
     }
     taken.insert(name.clone());
     name
@@ -195,9 +225,14 @@ impl NetnsDataplane {
     /// first, so callers only need it to wire pods before something other than a probe
     /// touches them. Concurrent calls are serialised.
     ///
+    /// A service instance whose wiring fails is not an error: it is taken down again, listed
+    /// in [`SyncReport::failed`] and [`NetnsDataplane::skipped`] with the error (the runner
+    /// skips the cells whose path goes through it), and the next sync retries it.
+    ///
     /// # Errors
-    /// [`NetnsError::Stopped`] after cleanup; a failing `ip` command or socket (the pods of
-    /// that attempt are deleted again, and the next sync retries them).
+    /// [`NetnsError::Stopped`] after cleanup; a failing `ip` command or socket while wiring
+    /// pods (the pods of that attempt are deleted again, and the next sync retries them);
+    /// unwiring, the run record, the fabric hosts' routes failing.
     pub fn sync(&self) -> Result<SyncReport, NetnsError> {
         if self.inner.done.load(Ordering::SeqCst) {
             return Err(NetnsError::Stopped);
@@ -227,12 +262,15 @@ impl NetnsDataplane {
             report.wired = new.iter().map(|w| w.endpoint.clone()).collect();
             self.wire(&mut pods, new)?;
         }
-        self.sync_services(&mut pods, &want.services, &mut report)?;
+        // A service instance that cannot be wired is skipped (the cells through it), not an
+        // error: that would fail every probe batch of the run, each of which syncs first.
+        let failed = self.sync_services(&mut pods, &want.services, &mut report)?;
         report.routes_changed =
             self.fabric_routes(&pods.fabric_pod_routes, &want.fabric_pod_routes)?;
         pods.fabric_pod_routes = want.fabric_pod_routes;
         pods.allowed = want.allowed;
         pods.skipped = want.skipped;
+        pods.skipped.extend(failed);
         Ok(report)
     }
 
@@ -261,26 +299,14 @@ impl NetnsDataplane {
     /// Creates and starts `new` pods, all in a few batched steps (as `up` does).
     fn wire(&self, pods: &mut crate::pods::Pods, new: Vec<Wanted>) -> Result<(), NetnsError> {
         let run = &self.inner.run_id;
-        let mut taken: HashMap<String, HashSet<String>> = HashMap::new();
-        for p in &pods.pods {
-            taken
-                .entry(p.itf.node.clone())
-                .or_default()
-                .insert(p.tap.clone());
-        }
-        for (node, tap) in pods.services.taps() {
-            taken
-                .entry(node.to_owned())
-                .or_default()
-                .insert(tap.to_owned());
-        }
+        let mut taken = pods.taps_by_node();
         let mut fresh: Vec<PodNs> = Vec::with_capacity(new.len());
         for w in new {
             pods.next_index += 1;
             let idx = pods.next_index;
             let tap = tap_name(
                 &w.itf.vmi,
-                idx,
+                format!("tap{idx}"),
                 taken.entry(w.itf.node.clone()).or_default(),
             );
             fresh.push(PodNs {
@@ -337,12 +363,7 @@ impl NetnsDataplane {
             names
                 .iter()
                 .map(|ns| {
-                    let f: Job = Box::new(|| {
-                        sysctls(&BASE_SYSCTLS[..7])?;
-                        // Older kernels keep this one global: best effort.
-                        let _ = sysctls(&BASE_SYSCTLS[7..]);
-                        Ok(())
-                    });
+                    let f: Job = Box::new(base_sysctls);
                     (ns.clone(), f)
                 })
                 .collect(),
@@ -461,15 +482,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tap_names_follow_the_vmi_uuid_and_never_collide() {
+    fn tap_names_are_contrails_and_never_collide() {
         let mut taken = HashSet::new();
-        let a = tap_name("1f2e3d4c-0000-4000-8000-00000000abcd", 1, &mut taken);
-        assert_eq!(a, "tap0000000abcd");
+        let a = tap_name(
+            "1f2e3d4c-0000-4000-8000-00000000abcd",
+            "tap1".into(),
+            &mut taken,
+        );
+        assert_eq!(a, "tap1f2e3d4c-00");
         assert!(a.len() <= 15, "IFNAMSIZ: {a}");
-        // Same tail on the same node: the index decides.
-        let b = tap_name("ffffffff-0000-4000-8000-00000000abcd", 2, &mut taken);
+        // Same first 11 characters on the same node: the fallback decides.
+        let b = tap_name(
+            "1f2e3d4c-00ff-4000-8000-00000000abcd",
+            "tap2".into(),
+            &mut taken,
+        );
         assert_eq!(b, "tap2");
-        // No hex digits at all.
-        assert_eq!(tap_name("--", 3, &mut taken), "tap3");
+        assert!(taken.contains("tap2"));
+        // Nothing usable as an interface name.
+        assert_eq!(tap_name("", "tap3".into(), &mut taken), "tap3");
+        assert_eq!(tap_name("a/b c", "tap4".into(), &mut taken), "tap4");
+        // A short id is used as it is.
+        assert_eq!(tap_name("abc", "tap5".into(), &mut taken), "tapabc");
     }
 }

@@ -237,12 +237,11 @@ pub fn run_batch(
         .any(|s| s.protocol == Protocol::Sctp)
         .then(|| unsupported_reason(Protocol::Sctp))
         .flatten();
-    let (sent, requests): (Vec<usize>, Vec<ProbeRequest>) = specs
+    let requests: Vec<ProbeRequest> = specs
         .iter()
-        .enumerate()
-        .filter(|(_, s)| !(s.protocol == Protocol::Sctp && no_sctp.is_some()))
-        .map(|(i, s)| (i, request(s)))
-        .unzip();
+        .filter(|s| !unsent(s, no_sctp.as_deref()))
+        .map(request)
+        .collect();
     let results = if requests.is_empty() {
         Vec::new()
     } else {
@@ -250,16 +249,41 @@ pub fn run_batch(
             harness_agent::probe_batch_in_flight(&requests, concurrency)
         })?
     };
-    let mut out: Vec<NetVerdict> = specs
+    Ok(verdicts(specs, no_sctp.as_deref(), results))
+}
+
+/// Whether `spec` is not sent: an SCTP probe on a kernel without SCTP (`no_sctp` says why).
+fn unsent(spec: &ProbeSpec, no_sctp: Option<&str>) -> bool {
+    spec.protocol == Protocol::Sctp && no_sctp.is_some()
+}
+
+/// The verdicts of `specs` in order, from the agent's `results` for the probes that were
+/// sent (in the same order). A probe not sent is [`NetVerdict::Unsupported`] with the reason;
+/// a sent probe the agent returned no result for is [`NetVerdict::Other`] saying so, never
+/// a silent skip.
+fn verdicts(
+    specs: &[ProbeSpec],
+    no_sctp: Option<&str>,
+    results: Vec<ProbeResult>,
+) -> Vec<NetVerdict> {
+    let mut results = results.into_iter();
+    specs
         .iter()
-        .map(|_| NetVerdict::Unsupported {
-            reason: no_sctp.clone().unwrap_or_default(),
+        .map(|s| match no_sctp {
+            Some(reason) if unsent(s, no_sctp) => NetVerdict::Unsupported {
+                reason: reason.to_owned(),
+            },
+            _ => match results.next() {
+                Some(r) => NetVerdict::from_agent(r, s.protocol),
+                None => NetVerdict::Other {
+                    detail: format!(
+                        "the probe agent returned no result for {} {}:{}",
+                        s.protocol, s.to, s.port
+                    ),
+                },
+            },
         })
-        .collect();
-    for (i, r) in sent.into_iter().zip(results) {
-        out[i] = NetVerdict::from_agent(r, specs[i].protocol);
-    }
-    Ok(out)
+        .collect()
 }
 
 #[cfg(test)]
@@ -354,6 +378,47 @@ mod tests {
                 detail: "TCP 10.0.0.1:80: boom".into()
             }
         );
+    }
+
+    #[test]
+    fn every_probe_gets_a_verdict_and_a_missing_result_says_so() {
+        let spec = |protocol, port| ProbeSpec {
+            to: Ipv4Addr::new(10, 0, 0, 1),
+            protocol,
+            port,
+            timeout: Duration::from_millis(100),
+        };
+        let specs = [
+            spec(Protocol::Tcp, 80),
+            spec(Protocol::Sctp, 9000),
+            spec(Protocol::Udp, 53),
+        ];
+        let timeout = || result(r#"{"result":"timeout","backend":null,"detail":"no answer"}"#);
+        // The SCTP probe was not sent: TCP and UDP results line up around it.
+        let v = verdicts(&specs, Some("no SCTP here"), vec![timeout(), timeout()]);
+        assert_eq!(
+            v,
+            [
+                NetVerdict::Timeout,
+                NetVerdict::Unsupported {
+                    reason: "no SCTP here".into()
+                },
+                NetVerdict::Timeout,
+            ]
+        );
+        // The agent answered for fewer probes than it was given: the rest are Other, with a
+        // detail, not a skip.
+        let v = verdicts(&specs, None, vec![timeout()]);
+        assert_eq!(v[0], NetVerdict::Timeout);
+        for (v, what) in v[1..].iter().zip(["SCTP 10.0.0.1:9000", "UDP 10.0.0.1:53"]) {
+            assert!(v.skip_reason().is_none(), "{v:?}");
+            assert_eq!(
+                v,
+                &NetVerdict::Other {
+                    detail: format!("the probe agent returned no result for {what}")
+                }
+            );
+        }
     }
 
     #[test]

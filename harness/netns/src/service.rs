@@ -3,7 +3,9 @@
 //! *kernel* forwards what the vrouters steer into it, as the instance's software would:
 //!
 //! - two veth pairs, `left` and `right`, each with its VMI's MAC and instance IP, whose peers
-//!   are taps on the interface's node, handed to that node's vrouter thread like a pod's tap;
+//!   are taps on the interface's node, handed to that node's vrouter thread like a pod's tap
+//!   and named like one ([`crate::pods::tap_name`]; `si<k>l` / `si<k>r` when that name is
+//!   taken on the node, never a pod's `tap<index>`);
 //! - `ip_forward=1`, no reverse-path filter, no redirects, and policy routing so that what
 //!   enters `left` leaves `right` and the other way round whatever its destination (a
 //!   transparent instance in the middle of a chain is addressed to neither side):
@@ -26,19 +28,20 @@
 //! [`NetnsDataplane::sync_services`] here to wire new instances, unwire the ones gone and
 //! rewire the ones changed (another VMI, MAC, address, node or function).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use harness_scenario::{PortRef, Protocol, ServiceFunction};
+use harness_scenario::{Protocol, ServiceFunction};
+use harness_vrouter_sim::Dataplane;
 use harness_vrouter_sim::config::ServiceSide;
 use harness_vrouter_sim::forward::control::Control;
 use harness_vrouter_sim::io::PortInfo;
 use harness_vrouter_sim::topology::EndpointSpec;
 
-use crate::cluster::{BASE_SYSCTLS, Job, Layout, NetnsDataplane, mac_str, spawn_all, sysctls};
-use crate::pods::SyncReport;
+use crate::cluster::{Job, Layout, NetnsDataplane, base_sysctls, mac_str, spawn_all, sysctls};
+use crate::pods::{SyncReport, tap_name};
 use crate::{NetnsError, ip, sys};
 
 /// The `nft` binary (Debian package `nftables`).
@@ -61,18 +64,13 @@ pub(crate) struct DroppedPort {
 }
 
 impl DroppedPort {
-    /// The function's drop list as the model reads it: a port number drops that destination
-    /// port, anything else (ICMP, a port name) the whole protocol.
+    /// The function's drop list as the model reads it ([`Dataplane::function_drops`]): a
+    /// port number drops that destination port, anything else (ICMP, a port name) the whole
+    /// protocol.
     fn from_function(f: &ServiceFunction) -> Vec<DroppedPort> {
-        f.drop
-            .iter()
-            .map(|p| DroppedPort {
-                protocol: p.protocol,
-                port: match &p.port {
-                    Some(PortRef::Number(n)) => Some(*n),
-                    _ => None,
-                },
-            })
+        Dataplane::function_drops(f)
+            .into_iter()
+            .map(|(protocol, port)| DroppedPort { protocol, port })
             .collect()
     }
 
@@ -223,19 +221,6 @@ pub(crate) fn wanted(
     })
 }
 
-/// A tap's name: `tap` + the last 11 hex digits of the VMI uuid (as Contrail names taps),
-/// or `si<k>l` / `si<k>r` when that is taken on the node (never a pod's `tap<index>`).
-fn tap_name(vmi: &str, fallback: String, taken: &mut HashSet<String>) -> String {
-    let hex: String = vmi.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    let tail = &hex[hex.len().saturating_sub(11)..];
-    let mut name = format!("tap{tail}");
-    if tail.is_empty() || taken.contains(&name) {
-        name = fallback;
-    }
-    taken.insert(name.clone());
-    name
-}
-
 /// The nftables ruleset of an instance: its drops for what enters `left`, then one counting
 /// rule per direction (what passes them is forwarded).
 fn ruleset(drops: &[DroppedPort]) -> String {
@@ -356,13 +341,20 @@ fn parse_counters(namespace: &str, listing: &str) -> ServiceCounters {
 
 impl NetnsDataplane {
     /// Brings the service-instance namespaces in line with `want`: unwires the ones gone or
-    /// changed, wires the new ones (and adds both to `report`).
+    /// changed, wires the new ones one by one (and adds both to `report`). An instance whose
+    /// wiring fails is taken down again and returned with the error, for
+    /// [`NetnsDataplane::skipped`]: the cells whose path goes through it are skipped with
+    /// that reason, every other probe goes on, and the next sync tries it again.
+    ///
+    /// # Errors
+    /// Only what concerns the whole run: unwiring failed, the run record cannot be written,
+    /// or another run holds the namespace name ([`NetnsError::RunIdInUse`]).
     pub(crate) fn sync_services(
         &self,
         pods: &mut crate::pods::Pods,
         want: &[WantedService],
         report: &mut SyncReport,
-    ) -> Result<(), NetnsError> {
+    ) -> Result<Vec<(String, String)>, NetnsError> {
         let (keep, gone): (Vec<ServiceNs>, Vec<ServiceNs>) =
             std::mem::take(&mut pods.services.wired)
                 .into_iter()
@@ -385,28 +377,13 @@ impl NetnsDataplane {
             })
             .cloned()
             .collect();
-        if new.is_empty() {
-            return Ok(());
-        }
-        report.wired.extend(new.iter().map(|w| w.endpoint.clone()));
-        let run = self.inner.run_id.clone();
-        let mut taken: HashMap<String, HashSet<String>> = HashMap::new();
-        for p in &pods.pods {
-            taken
-                .entry(p.itf.node.clone())
-                .or_default()
-                .insert(p.tap.clone());
-        }
-        for (node, tap) in pods.services.taps() {
-            taken
-                .entry(node.to_owned())
-                .or_default()
-                .insert(tap.to_owned());
-        }
-        let mut fresh = Vec::with_capacity(new.len());
+        let run = &self.inner.run_id;
+        let mut failed = Vec::new();
+        // One at a time, so a failure names its instance and takes down only that one.
         for w in new {
             pods.services.next_index += 1;
             let k = pods.services.next_index;
+            let mut taken = pods.taps_by_node();
             let left_tap = tap_name(
                 &w.left.vmi,
                 format!("si{k}l"),
@@ -417,36 +394,39 @@ impl NetnsDataplane {
                 format!("si{k}r"),
                 taken.entry(w.right.node.clone()).or_default(),
             );
-            fresh.push(ServiceNs {
+            let s = ServiceNs {
                 want: w,
                 ns: format!("h{run}-s{k}"),
                 left_tap,
                 right_tap,
-            });
-        }
-        let names: Vec<String> = fresh.iter().map(|s| s.ns.clone()).collect();
-        let existing = ip::list_netns();
-        if let Some(n) = names.iter().find(|n| existing.contains(n)) {
-            return Err(NetnsError::RunIdInUse(run, n.clone()));
-        }
-        // Recorded before created, so a killed run's instances are swept too.
-        self.inner.own(&names)?;
-        match self.wire_service_steps(&fresh) {
-            Ok(()) => {
-                pods.services.wired.extend(fresh);
-                Ok(())
+            };
+            let names = [s.ns.clone()];
+            if ip::list_netns().contains(&s.ns) {
+                return Err(NetnsError::RunIdInUse(run.clone(), s.ns));
             }
-            Err(e) => {
-                // Take back whatever this attempt started; the next sync retries.
-                for s in &fresh {
-                    self.remove_service_taps(s);
+            // Recorded before created, so a killed run's instances are swept too.
+            self.inner.own(&names)?;
+            match self.wire_service(&s) {
+                Ok(()) => {
+                    report.wired.push(s.want.endpoint.clone());
+                    pods.services.wired.push(s);
                 }
-                if ip::delete_netns(&names).is_ok() {
-                    let _ = self.inner.disown(&names);
+                Err(e) => {
+                    // Take back whatever this attempt created. A namespace that cannot be
+                    // deleted stays in the run record, for cleanup to sweep.
+                    let _ = self.remove_service_taps(&s);
+                    if ip::delete_netns(&names).is_ok() {
+                        self.inner.disown(&names)?;
+                    }
+                    failed.push((
+                        s.want.endpoint,
+                        format!("wiring its namespace failed (the next sync tries again): {e}"),
+                    ));
                 }
-                Err(e)
             }
         }
+        report.failed.extend(failed.iter().cloned());
+        Ok(failed)
     }
 
     /// Takes an instance's taps from the vrouters (first error returned, both tried).
@@ -477,66 +457,51 @@ impl NetnsDataplane {
         first_err.map_or(Ok(()), Err)
     }
 
-    fn wire_service_steps(&self, fresh: &[ServiceNs]) -> Result<(), NetnsError> {
+    /// Creates instance `s`'s namespace, links, routing and function, then hands its taps to
+    /// the vrouters. On error, what was created is left for the caller to take back.
+    fn wire_service(&self, s: &ServiceNs) -> Result<(), NetnsError> {
         let mtu = self.opts.mtu;
-        let names: Vec<String> = fresh.iter().map(|s| s.ns.clone()).collect();
-        // 1. Namespaces: the base sysctls, then forwarding on (rp_filter is off in the base
-        //    set and on every link created afterwards; redirects would only be noise).
-        ip::batch(
-            None,
-            &names
-                .iter()
-                .map(|n| format!("netns add {n}"))
-                .collect::<Vec<_>>(),
-        )?;
-        spawn_all(
-            names
-                .iter()
-                .map(|ns| {
-                    let f: Job = Box::new(|| {
-                        sysctls(&BASE_SYSCTLS[..7])?;
-                        let _ = sysctls(&BASE_SYSCTLS[7..]);
-                        sysctls(&[
-                            ("net/ipv4/ip_forward", "1"),
-                            ("net/ipv4/conf/all/send_redirects", "0"),
-                            ("net/ipv4/conf/default/send_redirects", "0"),
-                        ])
-                    });
-                    (ns.clone(), f)
-                })
-                .collect(),
-        )?;
-        // 2. Two veth pairs per instance: `left` / `right` with the VMI MACs in the
-        //    instance, the taps in their nodes' namespaces.
-        let node_ns: HashMap<&str, &str> = self
-            .layout
-            .nodes
-            .iter()
-            .map(|n| (n.name.as_str(), n.ns.as_str()))
-            .collect();
+        let ns = &s.ns;
+        // 1. The namespace: the base sysctls, then forwarding on (rp_filter is off in the
+        //    base set and on every link created afterwards; redirects would only be noise).
+        ip::batch(None, &[format!("netns add {ns}")])?;
+        let f: Job = Box::new(|| {
+            base_sysctls()?;
+            sysctls(&[
+                ("net/ipv4/ip_forward", "1"),
+                ("net/ipv4/conf/all/send_redirects", "0"),
+                ("net/ipv4/conf/default/send_redirects", "0"),
+            ])
+        });
+        spawn_all(vec![(ns.clone(), f)])?;
+        // 2. Two veth pairs: `left` / `right` with the VMI MACs in the instance, the taps in
+        //    their nodes' namespaces.
         let mut links = Vec::new();
         let mut per_node: HashMap<&str, Vec<String>> = HashMap::new();
-        for s in fresh {
-            for (inside, itf, tap) in [
-                (LEFT, &s.want.left, &s.left_tap),
-                (RIGHT, &s.want.right, &s.right_tap),
-            ] {
-                let nns = node_ns.get(itf.node.as_str()).copied().ok_or_else(|| {
+        for (inside, itf, tap) in [
+            (LEFT, &s.want.left, &s.left_tap),
+            (RIGHT, &s.want.right, &s.right_tap),
+        ] {
+            let nns = self
+                .layout
+                .nodes
+                .iter()
+                .find(|n| n.name == itf.node)
+                .map(|n| n.ns.as_str())
+                .ok_or_else(|| {
                     NetnsError::Unknown(format!(
                         "node {} of service instance {}",
                         itf.node, s.want.endpoint
                     ))
                 })?;
-                links.push(format!(
-                    "link add name {inside} address {} mtu {mtu} netns {} type veth peer name {tap} mtu {mtu} netns {nns}",
-                    mac_str(itf.mac),
-                    s.ns,
-                ));
-                per_node
-                    .entry(nns)
-                    .or_default()
-                    .push(format!("link set {tap} up"));
-            }
+            links.push(format!(
+                "link add name {inside} address {} mtu {mtu} netns {ns} type veth peer name {tap} mtu {mtu} netns {nns}",
+                mac_str(itf.mac),
+            ));
+            per_node
+                .entry(nns)
+                .or_default()
+                .push(format!("link set {tap} up"));
         }
         ip::batch(None, &links)?;
         // 3. Addresses and the policy routing that makes the instance a bump in the wire.
@@ -544,38 +509,36 @@ impl NetnsDataplane {
             .into_iter()
             .map(|(ns, v)| (ns.to_owned(), v))
             .collect();
-        for s in fresh {
-            let mut v = vec!["link set lo up".to_owned()];
-            for (inside, itf) in [(LEFT, &s.want.left), (RIGHT, &s.want.right)] {
-                if let Some(a) = itf.address {
-                    v.push(format!("addr add {a} dev {inside}"));
-                }
-                v.push(format!("link set {inside} up"));
+        let mut v = vec!["link set lo up".to_owned()];
+        for (inside, itf) in [(LEFT, &s.want.left), (RIGHT, &s.want.right)] {
+            if let Some(a) = itf.address {
+                v.push(format!("addr add {a} dev {inside}"));
             }
-            let gw = |itf: &PortInfo| {
-                itf.gateway.ok_or_else(|| {
-                    NetnsError::Unknown(format!(
-                        "gateway of interface {} of service instance {}",
-                        itf.vmi, s.want.endpoint
-                    ))
-                })
-            };
-            v.push(format!(
-                "route add default via {} dev {RIGHT} onlink table {FROM_LEFT_TABLE}",
-                gw(&s.want.right)?
-            ));
-            v.push(format!(
-                "route add default via {} dev {LEFT} onlink table {FROM_RIGHT_TABLE}",
-                gw(&s.want.left)?
-            ));
-            v.push(format!(
-                "rule add iif {LEFT} lookup {FROM_LEFT_TABLE} pref 100"
-            ));
-            v.push(format!(
-                "rule add iif {RIGHT} lookup {FROM_RIGHT_TABLE} pref 101"
-            ));
-            per_ns.push((s.ns.clone(), v));
+            v.push(format!("link set {inside} up"));
         }
+        let gw = |itf: &PortInfo| {
+            itf.gateway.ok_or_else(|| {
+                NetnsError::Unknown(format!(
+                    "gateway of interface {} of service instance {}",
+                    itf.vmi, s.want.endpoint
+                ))
+            })
+        };
+        v.push(format!(
+            "route add default via {} dev {RIGHT} onlink table {FROM_LEFT_TABLE}",
+            gw(&s.want.right)?
+        ));
+        v.push(format!(
+            "route add default via {} dev {LEFT} onlink table {FROM_RIGHT_TABLE}",
+            gw(&s.want.left)?
+        ));
+        v.push(format!(
+            "rule add iif {LEFT} lookup {FROM_LEFT_TABLE} pref 100"
+        ));
+        v.push(format!(
+            "rule add iif {RIGHT} lookup {FROM_RIGHT_TABLE} pref 101"
+        ));
+        per_ns.push((ns.clone(), v));
         let mut children = Vec::new();
         for (ns, lines) in &per_ns {
             children.push((ns, lines, ip::spawn_batch(Some(ns), lines)?));
@@ -591,30 +554,19 @@ impl NetnsDataplane {
         }
         // 4. Offloads off where the instance's kernel transmits (no GRO merging what it
         //    forwards either), then the function as nftables rules.
-        spawn_all(
-            names
-                .iter()
-                .map(|ns| {
-                    let f: Job = Box::new(|| {
-                        sys::offloads_off(LEFT)?;
-                        sys::offloads_off(RIGHT)
-                    });
-                    (ns.clone(), f)
-                })
-                .collect(),
-        )?;
-        for s in fresh {
-            nft_in(&s.ns, &["-f", "-"], Some(ruleset(&s.want.drops)))?;
-        }
+        let f: Job = Box::new(|| {
+            sys::offloads_off(LEFT)?;
+            sys::offloads_off(RIGHT)
+        });
+        spawn_all(vec![(ns.clone(), f)])?;
+        nft_in(ns, &["-f", "-"], Some(ruleset(&s.want.drops)))?;
         // 5. The nodes' vrouters take the taps.
-        for s in fresh {
-            for (itf, tap) in [(&s.want.left, &s.left_tap), (&s.want.right, &s.right_tap)] {
-                let h = self
-                    .vrouters
-                    .get(&itf.node)
-                    .ok_or_else(|| NetnsError::Unknown(format!("vrouter of node {}", itf.node)))?;
-                h.add_tap(tap, &itf.vmi)?;
-            }
+        for (itf, tap) in [(&s.want.left, &s.left_tap), (&s.want.right, &s.right_tap)] {
+            let h = self
+                .vrouters
+                .get(&itf.node)
+                .ok_or_else(|| NetnsError::Unknown(format!("vrouter of node {}", itf.node)))?;
+            h.add_tap(tap, &itf.vmi)?;
         }
         Ok(())
     }
@@ -665,7 +617,7 @@ impl NetnsDataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use harness_scenario::PortSpec;
+    use harness_scenario::{PortRef, PortSpec};
 
     #[test]
     fn drops_follow_the_model_reading_of_the_function() {
@@ -717,23 +669,5 @@ mod tests {
                 ..ServiceCounters::default()
             }
         );
-    }
-
-    #[test]
-    fn tap_names_fall_back_to_the_instance_index_on_a_clash() {
-        let mut taken = HashSet::new();
-        let a = tap_name(
-            "1f2e3d4c-0000-4000-8000-00000000abcd",
-            "si1l".into(),
-            &mut taken,
-        );
-        assert_eq!(a, "tap0000000abcd");
-        let b = tap_name(
-            "ffffffff-0000-4000-8000-00000000abcd",
-            "si1r".into(),
-            &mut taken,
-        );
-        assert_eq!(b, "si1r");
-        assert!(taken.contains("si1r"));
     }
 }

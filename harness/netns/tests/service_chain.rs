@@ -266,3 +266,145 @@ fn a_service_instance_without_a_right_interface_is_skipped_with_the_reason() {
     assert!(net.service_namespace(SI).is_none());
     net.cleanup().unwrap();
 }
+
+/// The names of the links in namespace `ns`.
+fn links(ns: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show"])
+        .output()
+        .expect("ip link show");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
+}
+
+#[test]
+fn an_instance_whose_wiring_fails_is_skipped_and_probing_goes_on() {
+    if !runnable() {
+        return;
+    }
+    let mut dp = fixture();
+    let spec = dp
+        .topology()
+        .endpoints
+        .iter()
+        .find(|e| e.name == SI)
+        .cloned()
+        .unwrap();
+    assert!(dp.detach_endpoint(SI));
+    let net = NetnsDataplane::up(Arc::new(Mutex::new(dp)), &NetnsOptions::default())
+        .expect("netns dataplane up");
+    let node_b = net
+        .namespace_of(&EndpointRef::Node("node-b".into()))
+        .unwrap();
+    let bare = links(&node_b);
+    let attach = |net: &NetnsDataplane| {
+        net.dataplane()
+            .lock()
+            .unwrap()
+            .attach_endpoint(spec.clone())
+    };
+    let detach =
+        |net: &NetnsDataplane| assert!(net.dataplane().lock().unwrap().detach_endpoint(SI));
+
+    // Wired once, to learn the tap names the instance takes on node-b; then taken away.
+    attach(&net);
+    assert_eq!(net.sync().unwrap().wired, vec![SI.to_owned()]);
+    let taps: Vec<String> = links(&node_b)
+        .into_iter()
+        .filter(|l| !bare.contains(l))
+        .collect();
+    assert_eq!(taps.len(), 2, "{taps:?}");
+    detach(&net);
+    assert_eq!(net.sync().unwrap().unwired, vec![SI.to_owned()]);
+
+    // Something else holds those names on node-b now (a veth pair: this kernel may have no
+    // dummy links; uuid-derived names are the same on every attempt), so the instance's
+    // veth pairs cannot be created there.
+    let holders: Vec<String> = taps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("link add {t} type veth peer name hold{i}"))
+        .collect();
+    harness_netns::ip::batch(Some(&node_b), &holders).unwrap();
+    attach(&net);
+    let report = net
+        .sync()
+        .expect("a failing service instance does not fail the sync");
+    assert!(report.wired.is_empty(), "{report:?}");
+    let [(who, why)] = report.failed.as_slice() else {
+        panic!("{report:?}");
+    };
+    assert_eq!(who, SI);
+    assert!(
+        why.starts_with("wiring its namespace failed") && why.contains("File exists"),
+        "{why}"
+    );
+    assert_eq!(net.skipped(), vec![(SI.to_owned(), why.clone())]);
+    // Nothing of the attempt is left: no namespace, no record of one, no tap.
+    assert!(net.service_namespace(SI).is_none());
+    let instance_ns = format!("h{}-s", net.run_id());
+    assert!(
+        !harness_netns::ip::list_netns()
+            .iter()
+            .any(|n| n.starts_with(&instance_ns)),
+        "{:?}",
+        harness_netns::ip::list_netns()
+    );
+    let record = harness_netns::run::RunRecord::read(net.run_id()).unwrap();
+    assert!(
+        !record
+            .namespaces
+            .iter()
+            .any(|n| n.starts_with(&instance_ns)),
+        "{record:?}"
+    );
+    let mut now = links(&node_b);
+    now.retain(|l| !bare.contains(l));
+    now.sort();
+    let mut held: Vec<String> = taps
+        .iter()
+        .cloned()
+        .chain(["hold0".into(), "hold1".into()])
+        .collect();
+    held.sort();
+    assert_eq!(now, held, "only the holders are new on node-b");
+
+    // Probes still run (each syncs first and tries the instance again): the path through it
+    // is what the runner skips, with the reason above.
+    let (l1, r1) = (ip(&net, "left/l1"), ip(&net, "right/r1"));
+    let from_l1 = EndpointRef::Pod("left/l1".into());
+    net.probe(&from_l1, r1, Protocol::Tcp, 80, WAIT)
+        .expect("probing goes on past a failed instance");
+    net.probe(
+        &EndpointRef::Pod("right/r1".into()),
+        l1,
+        Protocol::Tcp,
+        80,
+        WAIT,
+    )
+    .expect("probing goes on past a failed instance");
+    assert_eq!(net.skipped().len(), 1, "{:?}", net.skipped());
+
+    // The names are free again: the next sync wires the instance and the chain forwards.
+    let gone: Vec<String> = taps.iter().map(|t| format!("link del {t}")).collect();
+    harness_netns::ip::batch(Some(&node_b), &gone).unwrap();
+    let report = net.sync().unwrap();
+    assert_eq!(report.wired, vec![SI.to_owned()], "{report:?}");
+    assert!(report.failed.is_empty() && net.skipped().is_empty());
+    let v = net.probe(&from_l1, r1, Protocol::Tcp, 80, WAIT).unwrap();
+    assert_eq!(backend(&v), Some("right/r1"), "{v:?}");
+    assert!(counters(&net).left_to_right > 0);
+
+    let id = net.run_id().to_owned();
+    net.cleanup().unwrap();
+    let prefix = format!("h{id}-");
+    assert!(
+        !harness_netns::ip::list_netns()
+            .iter()
+            .any(|n| n.starts_with(&prefix))
+    );
+}

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use harness_contrail_mock::Change;
-use harness_scenario::{Encapsulation, PortRef, Protocol};
+use harness_scenario::{Encapsulation, PortRef, Protocol, ServiceFunction};
 
 use crate::config::{Model, Scope, ServiceSide, Snapshot};
 use crate::forward::control::{Control, GATEWAY_LABEL, ItfId, NodeId, VROUTER_MAC, device_mac};
@@ -227,6 +227,42 @@ impl GatewaySessions {
 }
 
 impl Dataplane {
+    /// What a service instance's function drops, as this dataplane reads it: (protocol,
+    /// destination port), where `None` drops the whole protocol. A port number drops that
+    /// destination port; a port name and ICMP (which has no port) drop the whole protocol.
+    /// The drops apply to what enters the instance's left interface. The netns dataplane
+    /// builds its nftables rules from this same list, so both drop the same packets.
+    ///
+    /// ```
+    /// use harness_scenario::{PortRef, PortSpec, Protocol, ServiceFunction};
+    /// use harness_vrouter_sim::Dataplane;
+    ///
+    /// let f = ServiceFunction {
+    ///     drop: vec![
+    ///         PortSpec::tcp(81),
+    ///         PortSpec::icmp(),
+    ///         PortSpec { protocol: Protocol::Udp, port: Some(PortRef::Name("dns".into())) },
+    ///     ],
+    /// };
+    /// assert_eq!(
+    ///     Dataplane::function_drops(&f),
+    ///     [(Protocol::Tcp, Some(81)), (Protocol::Icmp, None), (Protocol::Udp, None)]
+    /// );
+    /// ```
+    pub fn function_drops(f: &ServiceFunction) -> Vec<(Protocol, Option<u16>)> {
+        f.drop
+            .iter()
+            .map(|p| {
+                let port = match (p.protocol, &p.port) {
+                    (Protocol::Icmp, _) => None,
+                    (_, Some(PortRef::Number(n))) => Some(*n),
+                    (_, _) => None,
+                };
+                (p.protocol, port)
+            })
+            .collect()
+    }
+
     /// Builds the dataplane of `snapshot` over `topology`.
     pub fn from_config(snapshot: Snapshot, topology: Topology) -> Dataplane {
         Self::with_flow_capacity(snapshot, topology, DEFAULT_FLOW_CAPACITY)
@@ -290,15 +326,9 @@ impl Dataplane {
                     .function
                     .as_ref()
                     .map(|f| {
-                        f.drop
-                            .iter()
-                            .map(|p| {
-                                let port = match &p.port {
-                                    Some(PortRef::Number(n)) => Some(*n),
-                                    _ => None,
-                                };
-                                (p.protocol.ip_number(), port)
-                            })
+                        Dataplane::function_drops(f)
+                            .into_iter()
+                            .map(|(p, port)| (p.ip_number(), port))
                             .collect()
                     })
                     .unwrap_or_default();
@@ -821,7 +851,7 @@ impl Dataplane {
         // The probe's own proxy connections: a probe is one connection attempt that ends with
         // this loop, so the connections the frame API's clients hold are set aside meanwhile
         // (and its own are dropped after).
-        let held = std::mem::take(&mut self.proxy);
+        let held = self.proxy.set_aside();
         let mut sent = Vec::new();
         loop {
             let Some(ev) = q.pop_front() else {
@@ -969,7 +999,7 @@ impl Dataplane {
         out.clear();
         self.queue_buf = q;
         self.out_buf = out;
-        self.proxy = held;
+        self.proxy.restore(held);
         answers
     }
 

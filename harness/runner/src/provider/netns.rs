@@ -515,12 +515,19 @@ fn crossed_instances(
             out.dropped_by.push(name.clone());
         }
         out.hops.push(format!(
-            "service instance {name} (namespace {}, real kernel): forwarded {l2r} packet{} left -> right, {r2l} right -> left; its function dropped {dropped}",
+            "service instance {name} (namespace {}, real kernel): forwarded {} left -> right and {} right -> left; its function dropped {}",
             a.namespace,
-            if l2r == 1 { "" } else { "s" }
+            packets(l2r),
+            packets(r2l),
+            packets(dropped),
         ));
     }
     out
+}
+
+/// `1 packet`, `3 packets`.
+fn packets(n: u64) -> String {
+    format!("{n} packet{}", if n == 1 { "" } else { "s" })
 }
 
 fn endpoint_ref(o: &Origin) -> EndpointRef {
@@ -711,14 +718,24 @@ mod tests {
         assert_eq!(x.hops.len(), 1, "{:?}", x.hops);
         assert!(
             x.hops[0].contains("fw")
-                && x.hops[0].contains("forwarded 3 packets left -> right, 2 right -> left"),
+                && x.hops[0].contains(
+                    "forwarded 3 packets left -> right and 2 packets right -> left; its function dropped 0 packets"
+                ),
             "{:?}",
             x.hops
+        );
+        // Each count has its own number: one packet each way.
+        let x = crossed_instances(Ok(before.clone()), Ok(vec![("fw".to_owned(), c(5, 5, 1))]));
+        assert!(
+            x.hops[0].contains(
+                "forwarded 1 packet left -> right and 1 packet right -> left; its function dropped 0 packets"
+            ),
+            "{x:?}"
         );
         // A drop by the function counts as traversed (the packet reached the instance).
         let x = crossed_instances(Ok(before.clone()), Ok(vec![("fw".to_owned(), c(4, 4, 2))]));
         assert!(
-            x.idle.is_empty() && x.hops[0].contains("dropped 1"),
+            x.idle.is_empty() && x.hops[0].ends_with("its function dropped 1 packet"),
             "{x:?}"
         );
         assert_eq!(x.dropped_by, vec!["fw".to_owned()]);

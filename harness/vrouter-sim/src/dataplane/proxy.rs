@@ -504,12 +504,33 @@ impl ProxySessions {
         }
     }
 
+    /// Sets the open connections aside for one model probe: `self` becomes an empty set that
+    /// still holds their ports and continues their ISN sequence, so the probe's connections
+    /// never take a port or a sequence space an open connection uses. Returns what was set
+    /// aside, for [`ProxySessions::restore`].
+    pub(super) fn set_aside(&mut self) -> ProxySessions {
+        let probe = ProxySessions {
+            ports: self.ports.clone(),
+            isn_clock: self.isn_clock,
+            ..ProxySessions::default()
+        };
+        std::mem::replace(self, probe)
+    }
+
+    /// Puts back what [`ProxySessions::set_aside`] took, dropping the probe's connections
+    /// but keeping its advance of the ISN sequence.
+    pub(super) fn restore(&mut self, held: ProxySessions) {
+        let isn_clock = self.isn_clock;
+        *self = held;
+        self.isn_clock = isn_clock;
+    }
+
     /// The source port for a new backend connection: the one after `last` in [`PORTS`]
     /// (wrapping) that no open session holds; `None` when all are held.
     ///
-    /// The model's probes draw from the same counter (`last` is the dataplane's) but hold
-    /// their sessions apart from the frame API's, so only their own are skipped; their
-    /// packets never reach a real stack.
+    /// The model's probes draw from the same counter (`last` is the dataplane's); while one
+    /// runs, the frame API's connections are set aside but their ports stay held
+    /// ([`ProxySessions::set_aside`]).
     fn free_port(&self, last: u16) -> Option<u16> {
         let (lo, hi) = (*PORTS.start(), *PORTS.end());
         let mut port = last.clamp(lo, hi);
@@ -1128,6 +1149,28 @@ mod tests {
         // Every port held: none is handed out (the caller answers 503).
         ps.ports.extend(PORTS);
         assert_eq!(ps.free_port(40000), None);
+    }
+
+    #[test]
+    fn a_model_probe_keeps_off_the_ports_and_sequence_space_of_connections_set_aside() {
+        let mut ps = ProxySessions::default();
+        let isn = ps.draw_isn();
+        ps.insert(session(32769, isn));
+        let held = ps.set_aside();
+        // The probe sees no open connection, but cannot take the held port.
+        assert!(ps.is_empty());
+        assert_eq!(ps.free_port(32768), Some(32770));
+        let probe_isn = ps.draw_isn();
+        assert_ne!(probe_isn, isn);
+        ps.insert(session(32770, probe_isn));
+        ps.restore(held);
+        // The open connection is back, the probe's is gone, and the ISN sequence went on.
+        assert_eq!(ps.len(), 1);
+        assert!(ps.find(0, session(32769, 0).backend.tuple).is_some());
+        assert!(ps.find(0, session(32770, 0).backend.tuple).is_none());
+        assert_eq!(ps.free_port(32769), Some(32770));
+        let next = ps.draw_isn();
+        assert!(next != isn && next != probe_isn);
     }
 
     #[test]
