@@ -589,19 +589,7 @@ impl NetnsDataplane {
                 ],
             ));
         }
-        let mut children = Vec::new();
-        for (ns, lines) in &per_ns {
-            children.push((ns, lines, ip::spawn_batch(Some(ns), lines)?));
-        }
-        let mut first_err = None;
-        for (ns, lines, child) in children {
-            if let Err(e) = ip::wait_batch(Some(ns), lines, child) {
-                first_err.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+        ip::batches_in_parallel(&per_ns)?;
         // 4. Offloads off where a kernel transmits (see sys::offloads_off), vhost0 answers ARP.
         let mut jobs: Vec<(String, Job)> = Vec::new();
         for n in &l.nodes {

@@ -82,6 +82,32 @@ pub fn wait_batch(
     })
 }
 
+/// Runs one `ip -n NS -batch -` per namespace, all at once, and waits for every one of them
+/// (also when a later one could not be started), so setup costs the slowest namespace, not
+/// the sum.
+///
+/// # Errors
+/// The first failure: a batch that could not be started, or a failing line with its stderr.
+pub fn batches_in_parallel(per_ns: &[(String, Vec<String>)]) -> Result<(), NetnsError> {
+    let mut children = Vec::new();
+    let mut first_err = None;
+    for (ns, lines) in per_ns {
+        match spawn_batch(Some(ns), lines) {
+            Ok(child) => children.push((ns, lines, child)),
+            Err(e) => {
+                first_err = Some(e);
+                break;
+            }
+        }
+    }
+    for (ns, lines, child) in children {
+        if let Err(e) = wait_batch(Some(ns), lines, child) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 /// The named namespaces `ip netns` knows (entries of `/run/netns`).
 pub fn list_netns() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(crate::sys::NETNS_RUN_DIR)

@@ -410,19 +410,7 @@ impl NetnsDataplane {
             }
             per_ns.push((p.ns.clone(), v));
         }
-        let mut children = Vec::new();
-        for (ns, lines) in &per_ns {
-            children.push((ns, lines, ip::spawn_batch(Some(ns), lines)?));
-        }
-        let mut first_err = None;
-        for (ns, lines, child) in children {
-            if let Err(e) = ip::wait_batch(Some(ns), lines, child) {
-                first_err.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+        ip::batches_in_parallel(&per_ns)?;
         // 4. The pod's offloads: TSO with partial checksums, taken apart by the vrouter
         //    (see sys::pod_offloads).
         spawn_all(

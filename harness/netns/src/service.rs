@@ -539,19 +539,7 @@ impl NetnsDataplane {
             "rule add iif {RIGHT} lookup {FROM_RIGHT_TABLE} pref 101"
         ));
         per_ns.push((ns.clone(), v));
-        let mut children = Vec::new();
-        for (ns, lines) in &per_ns {
-            children.push((ns, lines, ip::spawn_batch(Some(ns), lines)?));
-        }
-        let mut first_err = None;
-        for (ns, lines, child) in children {
-            if let Err(e) = ip::wait_batch(Some(ns), lines, child) {
-                first_err.get_or_insert(e);
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+        ip::batches_in_parallel(&per_ns)?;
         // 4. Offloads off where the instance's kernel transmits (no GRO merging what it
         //    forwards either), then the function as nftables rules.
         let f: Job = Box::new(|| {
