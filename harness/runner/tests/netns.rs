@@ -277,3 +277,65 @@ async fn fabric_forwarding_off_tunnels_pods_in_mpls_over_udp() {
     let plain = tshark_count(&pcap, "!mpls && ip.dst == 10.64.200.10 && tcp").unwrap();
     assert_eq!(plain, 0, "nothing reaches cloud-db untunnelled");
 }
+
+/// Every trace.txt below `dir`, with its path.
+fn traces(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "trace.txt") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                out.push((p, text));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traced_cell_says_which_source_the_answering_agent_saw() {
+    if !netns_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let rel = "scenarios/examples/fabric-forwarding-on.yaml";
+    let opts = RunOptions {
+        seed: 7,
+        dataplane: DataplaneKind::Netns,
+        report_dir: Some(dir.path().to_path_buf()),
+        evidence: harness_runner::evidence::EvidenceMode::All,
+        ..RunOptions::default()
+    };
+    let r = run_scenario(&load(rel), rel, &opts, None).await;
+    assert!(problems(&r).is_empty(), "{:?}", problems(&r));
+    // The path assertions (`encap: none`) trace web-1 -> web-2 TCP/80: a connected cell, so
+    // the agent in web-2 reports the source it saw, after any NAT.
+    let all = traces(dir.path());
+    let tcp80: Vec<&(PathBuf, String)> = all
+        .iter()
+        .filter(|(p, _)| {
+            let p = p.to_string_lossy();
+            p.contains("web-1") && p.contains("web-2") && p.contains("80")
+        })
+        .collect();
+    assert!(
+        !tcp80.is_empty(),
+        "no trace of web-1 -> web-2 TCP/80 among {all:?}"
+    );
+    for (p, text) in tcp80 {
+        let line = text
+            .lines()
+            .find(|l| l.contains("the answering agent saw the connection come from "))
+            .unwrap_or_else(|| panic!("{}: no source line in\n{text}", p.display()));
+        let addr = line.rsplit(' ').next().unwrap_or_default();
+        assert!(
+            addr.parse::<std::net::SocketAddrV4>().is_ok(),
+            "{}: {line}",
+            p.display()
+        );
+    }
+}

@@ -36,7 +36,7 @@
 //!   panic) cleans up too; a killed run's namespaces are swept by the next run.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -263,9 +263,15 @@ impl NetnsExecutor {
     }
 
     /// Runs `requests` (all from `from`) as one batch of real sockets in its namespace.
-    fn real_batch(&self, from: &Origin, requests: &[&ProbeRequest]) -> Vec<Observed> {
+    /// Each request's observation, and the source address the answering agent saw (SNAT
+    /// evidence), when one answered.
+    fn real_batch(
+        &self,
+        from: &Origin,
+        requests: &[&ProbeRequest],
+    ) -> Vec<(Observed, Option<SocketAddrV4>)> {
         let src = endpoint_ref(from);
-        let mut out: Vec<Option<Observed>> = vec![None; requests.len()];
+        let mut out: Vec<Option<(Observed, Option<SocketAddrV4>)>> = vec![None; requests.len()];
         // A destination outside the topology fails the whole batch before anything is sent:
         // mark its cells and run the rest (at most once per distinct address).
         for _ in 0..=requests.len() {
@@ -285,24 +291,39 @@ impl NetnsExecutor {
             match self.net.probe_batch(&src, specs, IN_FLIGHT) {
                 Ok(verdicts) => {
                     for (&i, v) in pending.iter().zip(verdicts) {
-                        out[i] = Some(observed(&v, self.timeout));
+                        let seen = match &v {
+                            NetVerdict::Connected { source, .. } => *source,
+                            _ => None,
+                        };
+                        out[i] = Some((observed(&v, self.timeout), seen));
                     }
                 }
                 Err(NetnsError::OutsideTopology(addr))
                     if pending.iter().any(|&i| requests[i].to == addr) =>
                 {
                     for &i in pending.iter().filter(|&&i| requests[i].to == addr) {
-                        out[i] = Some(Observed::Inconclusive {
-                            reason: format!("not probed: {}", NetnsError::OutsideTopology(addr)),
-                        });
+                        out[i] = Some((
+                            Observed::Inconclusive {
+                                reason: format!(
+                                    "not probed: {}",
+                                    NetnsError::OutsideTopology(addr)
+                                ),
+                            },
+                            None,
+                        ));
                     }
                     continue;
                 }
                 Err(e) => {
                     for &i in &pending {
-                        out[i] = Some(Observed::Inconclusive {
-                            reason: format!("the netns dataplane could not probe from {from}: {e}"),
-                        });
+                        out[i] = Some((
+                            Observed::Inconclusive {
+                                reason: format!(
+                                    "the netns dataplane could not probe from {from}: {e}"
+                                ),
+                            },
+                            None,
+                        ));
                     }
                 }
             }
@@ -310,9 +331,12 @@ impl NetnsExecutor {
         }
         out.into_iter()
             .map(|o| {
-                o.unwrap_or(Observed::Inconclusive {
-                    reason: "no observation".into(),
-                })
+                o.unwrap_or((
+                    Observed::Inconclusive {
+                        reason: "no observation".into(),
+                    },
+                    None,
+                ))
             })
             .collect()
     }
@@ -342,7 +366,8 @@ impl NetnsExecutor {
                         let reqs: Vec<&ProbeRequest> =
                             members.iter().map(|&i| &requests[i]).collect();
                         let obs = self.real_batch(from, &reqs);
-                        lock(&results).extend(members.iter().copied().zip(obs));
+                        lock(&results)
+                            .extend(members.iter().copied().zip(obs.into_iter().map(|o| o.0)));
                     }
                 });
             }
@@ -358,12 +383,12 @@ impl NetnsExecutor {
         let _one_at_a_time = lock(&self.traced);
         self.bank_capture();
         let si_before = self.net.service_counters();
-        let real = self
-            .real_batch(&r.from, &[r])
-            .pop()
-            .unwrap_or(Observed::Inconclusive {
+        let (real, seen) = self.real_batch(&r.from, &[r]).pop().unwrap_or((
+            Observed::Inconclusive {
                 reason: "no observation".into(),
-            });
+            },
+            None,
+        ));
         std::thread::sleep(CAPTURE_SETTLE);
         let frames = self.bank_capture();
         let crossed = crossed_instances(si_before, self.net.service_counters());
@@ -393,6 +418,13 @@ impl NetnsExecutor {
                     .unwrap_or_default()
             ),
         ];
+        if let Some(seen) = seen {
+            // After every NAT on the way: what the destination's kernel really saw.
+            hops.insert(
+                1,
+                format!("the answering agent saw the connection come from {seen}"),
+            );
+        }
         hops.extend(model.hops.iter().map(|h| format!("  {h}")));
         hops.extend(crossed.hops);
         let observed = match real {
