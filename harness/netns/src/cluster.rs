@@ -184,6 +184,9 @@ pub(crate) struct Inner {
     /// The pods wired so far (their probe agents are shut down by cleanup too).
     pub pods: Mutex<Pods>,
     pub done: AtomicBool,
+    /// Why a node cannot reach its own node ports through kube-proxy's rules (`None` once
+    /// [`NetnsDataplane::route_node_stacks`] steered them to the vrouter on every node).
+    pub own_node_ports: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -413,6 +416,7 @@ impl NetnsDataplane {
             servers: Mutex::new(Vec::new()),
             pods: Mutex::new(Pods::default()),
             done: AtomicBool::new(false),
+            own_node_ports: Mutex::new(None),
         });
         inner.own(&layout.namespaces())?;
         let mut me = NetnsDataplane {
@@ -876,8 +880,51 @@ impl NetnsDataplane {
             );
             lines.push(format!("route del {subnet} dev vhost0"));
             ip::batch(Some(&ns), &lines)?;
+            if let Err(why) = steer_own_node_ports(&ns, vhost) {
+                lock(&self.inner.own_node_ports).get_or_insert(why);
+            }
         }
         Ok(())
+    }
+
+    /// Deletes workload taps (node, tap name) in their node namespaces, and so the veth pairs
+    /// they belong to, before the workload's namespace goes: a deleted namespace takes its
+    /// veths along only asynchronously, and a workload wired again at once (same VMI, same
+    /// tap name) would find the name still taken. Best effort: a tap already gone is fine,
+    /// and the namespace's deletion removes whatever is left.
+    pub(crate) fn delete_taps(&self, taps: &[(String, String)]) {
+        let mut per_ns: Vec<(String, Vec<String>)> = Vec::new();
+        for (node, tap) in taps {
+            let Some(ns) = self
+                .layout
+                .nodes
+                .iter()
+                .find(|n| &n.name == node)
+                .map(|n| &n.ns)
+            else {
+                continue;
+            };
+            let line = format!("link del {tap}");
+            match per_ns.iter_mut().find(|(n, _)| n == ns) {
+                Some((_, lines)) => lines.push(line),
+                None => per_ns.push((ns.clone(), vec![line])),
+            }
+        }
+        for (ns, lines) in per_ns {
+            for line in lines {
+                // One at a time: a batch stops at its first missing link.
+                let _ = ip::batch(Some(&ns), &[line]);
+            }
+        }
+    }
+
+    /// Why a node cannot probe its own node ports here, or `None` when it can (its kernel
+    /// sends them through its vrouter, where kube-proxy's rules are).
+    pub fn own_node_ports_unsupported(&self) -> Option<String> {
+        if !self.opts.route_node_stacks {
+            return Some("the node stacks are not routed through their vrouters".into());
+        }
+        lock(&self.inner.own_node_ports).clone()
     }
 
     /// Forgets the frames captured so far.
@@ -944,4 +991,53 @@ impl Drop for NetnsDataplane {
         // Errors cannot be returned from drop; the record stays and the next sweep retries.
         let _ = self.inner.cleanup();
     }
+}
+
+/// The mark of a node's packets to its own node ports, and the routing table they take.
+const OWN_NODE_PORT_MARK: u32 = 0x4e50;
+const OWN_NODE_PORT_TABLE: u32 = 78;
+
+/// Makes a node's packets to its own node ports leave through vhost0 to the vrouter instead
+/// of the loopback: on a Contrail compute node kube-proxy's rules in the node's kernel
+/// translate them; here kube-proxy's rules live in the forwarding core, on the packets the
+/// vrouter hands to the node's stack, so the packet has to get there. An nftables route
+/// chain marks TCP/UDP/SCTP to the node's address and the node-port range, a rule ahead of
+/// the local table sends marked packets to the vrouter, and vhost0 accepts the answers,
+/// which come from the node's own address (`accept_local`).
+fn steer_own_node_ports(ns: &str, vhost: Ipv4Addr) -> Result<(), String> {
+    let range = harness_vrouter_sim::NODE_PORT_RANGE;
+    let why = |e: NetnsError| {
+        format!("a node probing its own node port needs its kernel to send it to the vrouter: {e}")
+    };
+    crate::service::nft_in(
+        ns,
+        &["-f", "-"],
+        Some(format!(
+            "table ip harness_kube_proxy {{\n  chain output {{\n    type route hook output priority mangle; policy accept;\n    ip daddr {vhost} meta l4proto {{ tcp, udp, sctp }} th dport {}-{} meta mark set {OWN_NODE_PORT_MARK:#x}\n  }}\n}}\n",
+            range.start(),
+            range.end()
+        )),
+    )
+    .map_err(why)?;
+    ip::batch(
+        Some(ns),
+        &[
+            "rule add pref 100 lookup local".to_owned(),
+            "rule del pref 0 lookup local".to_owned(),
+            format!("rule add pref 50 fwmark {OWN_NODE_PORT_MARK:#x} lookup {OWN_NODE_PORT_TABLE}"),
+            format!("route add default via {NODE_NEXT_HOP} dev vhost0 onlink table {OWN_NODE_PORT_TABLE}"),
+        ],
+    )
+    .map_err(why)?;
+    let ns_name = ns.to_owned();
+    crate::sys::in_netns(ns, move || {
+        sys::sysctl("net/ipv4/conf/vhost0/accept_local", "1")
+    })
+    .map_err(why)?
+    .map_err(|e| {
+        why(NetnsError::Io {
+            what: format!("accept_local on vhost0 in {ns_name}"),
+            source: e,
+        })
+    })
 }

@@ -279,6 +279,7 @@ impl NetnsDataplane {
     fn unwire(&self, gone: Vec<PodNs>) -> Result<(), NetnsError> {
         let mut first_err = None;
         let mut names = Vec::new();
+        let mut taps = Vec::new();
         for mut p in gone {
             // The agent first: its sockets close before the namespace goes.
             if let Some(s) = p.server.take() {
@@ -289,8 +290,10 @@ impl NetnsDataplane {
             {
                 first_err.get_or_insert(e);
             }
+            taps.push((p.itf.node, p.tap));
             names.push(p.ns);
         }
+        self.delete_taps(&taps);
         ip::delete_netns(&names)?;
         self.inner.disown(&names)?;
         first_err.map_or(Ok(()), Err)

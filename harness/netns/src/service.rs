@@ -247,7 +247,7 @@ fn ruleset(drops: &[DroppedPort]) -> String {
 /// Runs `nft <args>` inside namespace `ns` (the child inherits the namespace of the thread
 /// that spawns it: a thread of ours that entered `ns`), with `stdin` on its standard input;
 /// returns its standard output.
-fn nft_in(ns: &str, args: &[&str], stdin: Option<String>) -> Result<String, NetnsError> {
+pub(crate) fn nft_in(ns: &str, args: &[&str], stdin: Option<String>) -> Result<String, NetnsError> {
     let argv: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     let shown = format!("ip netns exec {ns} {NFT} {}", argv.join(" "));
     let input = stdin.clone();
@@ -414,7 +414,7 @@ impl NetnsDataplane {
                 Err(e) => {
                     // Take back whatever this attempt created. A namespace that cannot be
                     // deleted stays in the run record, for cleanup to sweep.
-                    let _ = self.remove_service_taps(&s);
+                    let _ = self.remove_service_taps(&s, false);
                     if ip::delete_netns(&names).is_ok() {
                         self.inner.disown(&names)?;
                     }
@@ -429,8 +429,10 @@ impl NetnsDataplane {
         Ok(failed)
     }
 
-    /// Takes an instance's taps from the vrouters (first error returned, both tried).
-    fn remove_service_taps(&self, s: &ServiceNs) -> Option<NetnsError> {
+    /// Takes an instance's taps from the vrouters (first error returned, both tried), and
+    /// with `delete` deletes them too (only taps this run created: a failed wiring may have
+    /// failed because something else holds the name).
+    fn remove_service_taps(&self, s: &ServiceNs, delete: bool) -> Option<NetnsError> {
         let mut first = None;
         for itf in [&s.want.left, &s.want.right] {
             if let Some(h) = self.vrouters.get(&itf.node)
@@ -438,6 +440,12 @@ impl NetnsDataplane {
             {
                 first.get_or_insert(e);
             }
+        }
+        if delete {
+            self.delete_taps(&[
+                (s.want.left.node.clone(), s.left_tap.clone()),
+                (s.want.right.node.clone(), s.right_tap.clone()),
+            ]);
         }
         first
     }
@@ -447,7 +455,7 @@ impl NetnsDataplane {
     fn unwire_services(&self, gone: Vec<ServiceNs>) -> Result<(), NetnsError> {
         let mut first_err = None;
         for s in &gone {
-            if let Some(e) = self.remove_service_taps(s) {
+            if let Some(e) = self.remove_service_taps(s, true) {
                 first_err.get_or_insert(e);
             }
         }

@@ -174,11 +174,14 @@ fn bulk_tcp_between_pods_arrives_byte_for_byte_through_segmentation_and_joining(
 
     for (who, c) in net.counters() {
         assert_eq!(c.send_errors, 0, "{who}: {c:?}");
-        assert!(
-            c.recent_drops.is_empty(),
-            "{who} dropped frames: {:?}",
-            c.recent_drops
-        );
+        // The kernels' own link-local multicast (IGMP reports to 224.0.0.22 when an
+        // interface comes up) is no vrouter's business and may be dropped; nothing else.
+        let drops: Vec<_> = c
+            .recent_drops
+            .iter()
+            .filter(|(_, why)| !why.starts_with("224.0.0."))
+            .collect();
+        assert!(drops.is_empty(), "{who} dropped frames: {drops:?}");
     }
     eprintln!(
         "2 x {BULK} bytes in {:?}; node-a {a2:?}; node-b {:?}",
@@ -247,13 +250,20 @@ fn across_veth(ns: &str, frame: Vec<u8>, hdr: VnetHdr, reader: Reader) -> (Vec<u
         }
         let mut tx = PacketSocket::open(Some("ga")).expect("socket on ga");
         tx.enable_vnet_hdr().expect("vnet header on ga");
-        let (sent, failed, err) = tx.send_many(&[&frame], &[hdr]);
-        assert_eq!((sent, failed), (1, 0), "sending: {err:?}");
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(3);
         let mut bufs = vec![Vec::new(); 8];
         let mut metas = Vec::new();
         let mut one = vec![0u8; 70_000];
+        let mut sent_at: Option<Instant> = None;
         while Instant::now() < deadline {
+            // Sent again every 100 ms until it comes by: right after `link set up` a veth
+            // keeps its noop qdisc (dropping what is sent) until the kernel's link watch
+            // activates it, which a loaded machine can delay for a second.
+            if sent_at.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+                let (sent, failed, err) = tx.send_many(&[&frame], &[hdr]);
+                assert_eq!((sent, failed), (1, 0), "sending: {err:?}");
+                sent_at = Some(Instant::now());
+            }
             let got: Vec<(Vec<u8>, RxMeta)> = match reader {
                 Reader::Recv => match rx.recv(&mut one).expect("recv") {
                     Some(m) => vec![(one[..m.len].to_vec(), m)],

@@ -320,6 +320,9 @@ fn an_instance_whose_wiring_fails_is_skipped_and_probing_goes_on() {
     assert_eq!(taps.len(), 2, "{taps:?}");
     detach(&net);
     assert_eq!(net.sync().unwrap().unwired, vec![SI.to_owned()]);
+    // Unwiring deletes the taps at once (a deleted namespace takes its veths along only
+    // asynchronously, and a rewire of the same VMI would find the name taken).
+    assert_eq!(links(&node_b), bare, "the instance's taps are gone");
 
     // Something else holds those names on node-b now (a veth pair: this kernel may have no
     // dummy links; uuid-derived names are the same on every attempt), so the instance's

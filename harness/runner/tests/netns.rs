@@ -339,3 +339,19 @@ async fn a_traced_cell_says_which_source_the_answering_agent_saw() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_work_from_outside_and_from_every_node_its_own_included() {
+    if !netns_available() {
+        return;
+    }
+    // `same_as_model` allows only SCTP cells to be skipped: a node probing its own node port
+    // must really go through its vrouter and kube-proxy's rules in the forwarding core.
+    let r = same_as_model("scenarios/conformance/services-03-nodeport.yaml", None).await;
+    let own = r
+        .checks()
+        .flat_map(|c| c.cells.iter())
+        .filter(|x| x.from == "node:node-1" && x.to == "nodeport:shop/web-np@node-1")
+        .count();
+    assert_eq!(own, 1, "node-1 probed its own node port");
+}

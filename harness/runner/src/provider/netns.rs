@@ -668,19 +668,20 @@ impl ProbeExecutor for NetnsExecutor {
         }
         // kube-proxy's node-port rules run in the one forwarding core on the packets the
         // vrouter hands to a node's IP stack, so every source reaches them through its
-        // vrouter; except the node itself, whose kernel keeps a packet for its own address
-        // on its loopback, where no vrouter (and so no kube-proxy model) sees it. (An Ingress
-        // is probed like any address: Contrail's haproxy runs in the one forwarding core on
-        // the VIP's node, its connections part of the dataplane's state and its connect
-        // timeout run by the forwarders' ticks.)
+        // vrouter; the node itself too, once its kernel steers packets for its own node ports
+        // to the vrouter instead of its loopback (`route_node_stacks`, with nftables): where
+        // that could not be set up, say why. (An Ingress is probed like any address:
+        // Contrail's haproxy runs in the one forwarding core on the VIP's node, its
+        // connections part of the dataplane's state and its connect timeout run by the
+        // forwarders' ticks.)
         if let harness_oracle::EndpointKind::NodePort { node, .. } = to.kind()
             && let Origin::Node(n) = &request.from
             && n == node
+            && let Some(why) = self.net.own_node_ports_unsupported()
         {
-            return Some(
-                "a node probing its own node port: the netns node's kernel keeps the packet on its loopback, where kube-proxy's rules (in the forwarding core) never see it (use --dataplane model)"
-                    .into(),
-            );
+            return Some(format!(
+                "a node probing its own node port: {why} (use --dataplane model)"
+            ));
         }
         let skipped = self.net.skipped();
         if skipped.is_empty() {
