@@ -173,7 +173,8 @@ pub struct RunArgs {
     #[arg(long = "fault", value_name = "NAME")]
     pub faults: Vec<String>,
     /// Scenarios run at once, each on its own cluster (default: 2 × CPUs, since scenarios
-    /// mostly wait on their clusters).
+    /// mostly wait on their clusters; 4 × CPUs with `--dataplane netns`, where they mostly
+    /// wait out probe timeouts on real sockets).
     #[arg(long)]
     pub parallel: Option<usize>,
     /// Where the reports go (default `reports/<run-id>/`).

@@ -169,7 +169,9 @@ pub fn run(args: &RunArgs, term: &Term) -> Exit {
                 }
             })
         };
-        let parallel = args.parallel.unwrap_or_else(runner::default_parallel);
+        let parallel = args
+            .parallel
+            .unwrap_or_else(|| runner::default_parallel_for(dataplane));
         let work = runner::run_all(&inputs, &opts, parallel, Some(&tx));
         let outcome = tokio::select! {
             r = work => (None, Some(r)),
