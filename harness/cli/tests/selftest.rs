@@ -27,43 +27,9 @@ fn text(o: &Output) -> String {
 }
 
 /// x/a may send only to y/a: `egress-rules-dropped` breaks it, `rbac-over-grant` cannot be
-/// seen, and r5.0 ORs the peer's selectors (x/a → y/b allowed, `peer-selectors-or`).
-const SCENARIO: &str = r#"name: egress-and-peer
-resources:
-  - {apiVersion: v1, kind: Namespace, metadata: {name: "x"}}
-  - {apiVersion: v1, kind: Namespace, metadata: {name: "y"}}
-  - apiVersion: v1
-    kind: Pod
-    metadata: {name: a, namespace: "x", labels: {pod: a}}
-    spec: {containers: [{name: agent, image: harness-agent, ports: [{containerPort: 80}]}]}
-  - apiVersion: v1
-    kind: Pod
-    metadata: {name: a, namespace: "y", labels: {pod: a}}
-    spec: {containers: [{name: agent, image: harness-agent, ports: [{containerPort: 80}]}]}
-  - apiVersion: v1
-    kind: Pod
-    metadata: {name: b, namespace: "y", labels: {pod: b}}
-    spec: {containers: [{name: agent, image: harness-agent, ports: [{containerPort: 80}]}]}
-  - apiVersion: networking.k8s.io/v1
-    kind: NetworkPolicy
-    metadata: {name: to-y-a, namespace: "x"}
-    spec:
-      podSelector: {matchLabels: {pod: a}}
-      policyTypes: [Egress]
-      egress:
-        - to:
-            - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: "y"}}
-              podSelector: {matchLabels: {pod: a}}
-steps:
-  - name: x/a sends to y/a only
-    expect:
-      - reachability:
-          ports: [TCP/80]
-          within: 2s
-          table: |
-            -   y/a y/b
-            x/a .   X
-"#;
+/// seen, and r5.0 ORs the peer's selectors (x/a → y/b allowed, `peer-selectors-or`). The
+/// same one-scenario suite as the runner's selftest test.
+const SCENARIO: &str = include_str!("../../runner/tests/fixtures/egress-and-peer.yaml");
 
 #[test]
 fn an_undetected_fault_exits_1_and_a_caught_one_exits_0_with_the_reports() {

@@ -189,7 +189,9 @@ pub(crate) struct Inner {
     pub own_node_ports: Mutex<Option<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, taking the data of a poisoned lock (a panicked holder leaves nothing half-done
+/// that the namespaces' bookkeeping cannot survive).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -893,27 +895,10 @@ impl NetnsDataplane {
     /// tap name) would find the name still taken. Best effort: a tap already gone is fine,
     /// and the namespace's deletion removes whatever is left.
     pub(crate) fn delete_taps(&self, taps: &[(String, String)]) {
-        let mut per_ns: Vec<(String, Vec<String>)> = Vec::new();
         for (node, tap) in taps {
-            let Some(ns) = self
-                .layout
-                .nodes
-                .iter()
-                .find(|n| &n.name == node)
-                .map(|n| &n.ns)
-            else {
-                continue;
-            };
-            let line = format!("link del {tap}");
-            match per_ns.iter_mut().find(|(n, _)| n == ns) {
-                Some((_, lines)) => lines.push(line),
-                None => per_ns.push((ns.clone(), vec![line])),
-            }
-        }
-        for (ns, lines) in per_ns {
-            for line in lines {
-                // One at a time: a batch stops at its first missing link.
-                let _ = ip::batch(Some(&ns), &[line]);
+            if let Some(n) = self.layout.nodes.iter().find(|n| &n.name == node) {
+                // One `ip` per tap: a batch would stop at the first one already gone.
+                let _ = ip::batch(Some(&n.ns), &[format!("link del {tap}")]);
             }
         }
     }

@@ -19,7 +19,7 @@ use harness_agent::ServerHandle;
 use harness_vrouter_sim::io::PortInfo;
 use harness_vrouter_sim::{Dataplane, ServedPort};
 
-use crate::cluster::{Job, Layout, NetnsDataplane, base_sysctls, mac_str, spawn_all};
+use crate::cluster::{Job, Layout, NetnsDataplane, base_sysctls, lock, mac_str, spawn_all};
 use crate::{NetnsError, ip, probe, sys};
 
 /// A wired pod.
@@ -210,10 +210,6 @@ pub(crate) fn tap_name(vmi: &str, fallback: String, taken: &mut HashSet<String>)
     }
     taken.insert(name.clone());
     name
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl NetnsDataplane {

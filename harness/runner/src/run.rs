@@ -916,21 +916,12 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// The result of a scenario whose task panicked or was cancelled: a setup error (exit 3).
 fn crashed(input: &ScenarioInput, started: Instant, e: &tokio::task::JoinError) -> ScenarioResult {
-    let s = &input.loaded.scenario;
     let why = if e.is_panic() {
         "the harness panicked while running it (a bug: please report it with this scenario)"
     } else {
         "it was cancelled"
     };
-    ScenarioResult {
-        name: s.name.clone(),
-        file: input.file_arg.clone(),
-        labels: s.labels.clone(),
-        description: s.description.clone(),
-        duration_ms: started.elapsed().as_millis() as u64,
-        setup_error: Some(format!("did not finish: {why}")),
-        steps: Vec::new(),
-    }
+    unfinished(input, started, format!("did not finish: {why}"))
 }
 
 /// A fresh run id: `YYYYMMDD-HHMMSS-<pid>` (names the default report directory).
@@ -1001,6 +992,19 @@ pub fn scenario_budget(s: &harness_scenario::model::Scenario) -> Duration {
 /// The result of a scenario that did not finish within its budget: its future (and with it
 /// every server and task of its cluster) has been dropped; the report says so (exit 3).
 pub fn abandoned(input: &ScenarioInput, started: Instant, budget: Duration) -> ScenarioResult {
+    unfinished(
+        input,
+        started,
+        format!(
+            "did not finish within {} s: abandoned, its cluster stopped (a component hung; rerun it with `harness run {}`)",
+            budget.as_secs(),
+            input.file_arg
+        ),
+    )
+}
+
+/// A scenario that ended without steps, with `why` as its setup error.
+fn unfinished(input: &ScenarioInput, started: Instant, why: String) -> ScenarioResult {
     let s = &input.loaded.scenario;
     ScenarioResult {
         name: s.name.clone(),
@@ -1008,11 +1012,7 @@ pub fn abandoned(input: &ScenarioInput, started: Instant, budget: Duration) -> S
         labels: s.labels.clone(),
         description: s.description.clone(),
         duration_ms: started.elapsed().as_millis() as u64,
-        setup_error: Some(format!(
-            "did not finish within {} s: abandoned, its cluster stopped (a component hung; rerun it with `harness run {}`)",
-            budget.as_secs(),
-            input.file_arg
-        )),
+        setup_error: Some(why),
         steps: Vec::new(),
     }
 }

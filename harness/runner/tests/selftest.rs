@@ -11,42 +11,7 @@ use harness_scenario::MockFault;
 
 /// x/a may send only to pods labelled pod=a in namespace y. Under r5.0 the peer's two
 /// selectors are ORed, so x/a → y/b is allowed there (and explained by that deviation).
-const SCENARIO: &str = r#"name: egress-and-peer
-resources:
-  - {apiVersion: v1, kind: Namespace, metadata: {name: "x"}}
-  - {apiVersion: v1, kind: Namespace, metadata: {name: "y"}}
-  - apiVersion: v1
-    kind: Pod
-    metadata: {name: a, namespace: "x", labels: {pod: a}}
-    spec: {containers: [{name: agent, image: harness-agent, ports: [{containerPort: 80}]}]}
-  - apiVersion: v1
-    kind: Pod
-    metadata: {name: a, namespace: "y", labels: {pod: a}}
-    spec: {containers: [{name: agent, image: harness-agent, ports: [{containerPort: 80}]}]}
-  - apiVersion: v1
-    kind: Pod
-    metadata: {name: b, namespace: "y", labels: {pod: b}}
-    spec: {containers: [{name: agent, image: harness-agent, ports: [{containerPort: 80}]}]}
-  - apiVersion: networking.k8s.io/v1
-    kind: NetworkPolicy
-    metadata: {name: to-y-a, namespace: "x"}
-    spec:
-      podSelector: {matchLabels: {pod: a}}
-      policyTypes: [Egress]
-      egress:
-        - to:
-            - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: "y"}}
-              podSelector: {matchLabels: {pod: a}}
-steps:
-  - name: x/a sends to y/a only
-    expect:
-      - reachability:
-          ports: [TCP/80]
-          within: 2s
-          table: |
-            -   y/a y/b
-            x/a .   X
-"#;
+const SCENARIO: &str = include_str!("fixtures/egress-and-peer.yaml");
 
 fn input(dir: &std::path::Path) -> ScenarioInput {
     let file = dir.join("egress-and-peer.yaml");
